@@ -1,0 +1,182 @@
+"""Plotly drawing of page images with a heatmap and boxes on top. Drawing only: no maths here.
+
+Every figure's axes are in page pixels with y pointing down, whatever size the image is shown at,
+so a box, a crop region, a relevance map and an attention map all line up by their page
+coordinates, and hovering anywhere reads page coordinates (and the map's score under the mouse).
+
+Conventions shared with the map producers (search_engine/relevance.py, agent/attention.py):
+- a map is a 2-D array `values[row, col]`, row 0 at the top;
+- its `extent` is `(x0, y0, x1, y1)` in page pixels, the rectangle the whole grid covers; cell
+  (i, j) covers x in [x0 + j*dx, x0 + (j+1)*dx) and y in [y0 + i*dy, y0 + (i+1)*dy) with
+  dx = (x1-x0)/cols, dy = (y1-y0)/rows. NaN cells are drawn transparent (no data).
+- a box is `[x1, y1, x2, y2]` in page pixels.
+
+To keep figures light (a 5334x3000 slide would be ~50 MB as numbers), the page travels as one
+downscaled JPEG data URI stretched over its page-pixel rectangle; only the axes keep full size.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+Box = Sequence[float]  # [x1, y1, x2, y2] in page pixels
+
+DISPLAY_MAX_SIDE = 1280  # longest side, in pixels, of the image embedded in a figure
+JPEG_QUALITY = 82
+
+# Transparent at 0 so that cold regions leave the page readable; hot regions go yellow to red.
+HEAT_COLORSCALE = [
+    [0.0, "rgba(255, 255, 178, 0.0)"],
+    [0.15, "rgba(254, 217, 118, 0.35)"],
+    [0.4, "rgba(253, 141, 60, 0.7)"],
+    [0.7, "rgba(240, 59, 32, 0.9)"],
+    [1.0, "rgba(189, 0, 38, 1.0)"],
+]
+
+
+def image_data_uri(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE, quality: int = JPEG_QUALITY) -> tuple[str, tuple[int, int]]:
+    """The image as a JPEG data URI downscaled (never upscaled) to a longest side <= max_side, and its (w, h)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    scale = max_side / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        # reducing_gap: a fast integer box reduction first, then Lanczos on the small image
+        # (0.2 s instead of 0.7 s for a 5334x3000 slide, with no visible difference).
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), image.size
+
+
+def page_figure(
+    image: Image.Image,
+    *,
+    region: Box | None = None,
+    heatmap: np.ndarray | None = None,
+    heatmap_extent: Box | None = None,
+    boxes: Sequence[tuple[Box, str, str]] = (),
+    opacity: float = 0.45,
+    colorscale: str | list = HEAT_COLORSCALE,
+    zrange: tuple[float, float] | None = (0.0, 1.0),
+    heatmap_name: str = "score",
+    title: str | None = None,
+    height: int | None = None,
+    max_side: int = DISPLAY_MAX_SIDE,
+) -> go.Figure:
+    """An interactive figure of `image` with an optional heatmap and labelled box outlines on top.
+
+    `region` is the part of the page the image shows, in page pixels; the default is the whole
+    image at (0, 0, width, height). Pass it for a crop so its axes read page coordinates.
+    `heatmap` is drawn over `heatmap_extent` (default: `region`) with the given `opacity`;
+    `zrange` fixes the colour range (None: the map's own min and max). `boxes` are
+    (box, label, colour) outlines drawn above everything. The figure keeps its zoom across
+    Streamlit reruns (`uirevision`), so moving an opacity slider does not reset the view.
+    """
+    width, height_px = image.size
+    x0, y0, x1, y1 = (float(v) for v in (region if region is not None else (0, 0, width, height_px)))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"region {region} is empty: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
+    uri, (shown_w, shown_h) = image_data_uri(image, max_side=max_side)
+    dx, dy = (x1 - x0) / shown_w, (y1 - y0) / shown_h
+
+    fig = go.Figure()
+    # go.Image places pixel centres at x0 + k*dx, so its left edge is at x0 - dx/2.
+    fig.add_trace(
+        go.Image(
+            source=uri,
+            x0=x0 + dx / 2,
+            y0=y0 + dy / 2,
+            dx=dx,
+            dy=dy,
+            name="page",
+            hovertemplate="x %{x:.0f}, y %{y:.0f}<extra>page</extra>",
+        )
+    )
+    if heatmap is not None:
+        fig.add_trace(
+            heatmap_trace(
+                heatmap,
+                heatmap_extent if heatmap_extent is not None else (x0, y0, x1, y1),
+                opacity=opacity,
+                colorscale=colorscale,
+                zrange=zrange,
+                name=heatmap_name,
+            )
+        )
+    for box, label, color in boxes:
+        bx1, by1, bx2, by2 = (float(v) for v in box)
+        fig.add_shape(
+            type="rect",
+            x0=bx1,
+            y0=by1,
+            x1=bx2,
+            y1=by2,
+            xref="x",
+            yref="y",
+            line=dict(color=color, width=3),
+            fillcolor="rgba(0,0,0,0)",
+            label=dict(text=label, textposition="top left", font=dict(color=color, size=13)),
+            name=label,
+        )
+
+    fig.update_xaxes(range=[x0, x1], showgrid=False, zeroline=False, constrain="domain", title=None)
+    # y points down as in the image; scaleanchor keeps page pixels square.
+    fig.update_yaxes(range=[y1, y0], showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain")
+    fig.update_layout(
+        title=dict(text=title) if title else None,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        dragmode="zoom",
+        uirevision=title or "page",
+        plot_bgcolor="white",
+        height=height,
+    )
+    return fig
+
+
+def heatmap_trace(
+    values: np.ndarray,
+    extent: Box,
+    *,
+    opacity: float = 0.45,
+    colorscale: str | list = HEAT_COLORSCALE,
+    zrange: tuple[float, float] | None = (0.0, 1.0),
+    name: str = "score",
+) -> go.Heatmap:
+    """A map as a heatmap whose cells sit at their page-pixel positions (see the module docstring)."""
+    # float32 travels as a compact base64 typed array; NaN stays NaN and is drawn as a gap
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or 0 in values.shape:
+        raise ValueError(f"a heatmap must be a non-empty 2-D array, got shape {values.shape}")
+    ex0, ey0, ex1, ey1 = (float(v) for v in extent)
+    if ex1 <= ex0 or ey1 <= ey0:
+        raise ValueError(f"heatmap extent {extent} is empty: expected (x0, y0, x1, y1) with x1 > x0 and y1 > y0")
+    rows, cols = values.shape
+    cdx, cdy = (ex1 - ex0) / cols, (ey1 - ey0) / rows
+    zmin, zmax = zrange if zrange is not None else (None, None)
+    return go.Heatmap(
+        z=values,
+        x0=ex0 + cdx / 2,  # heatmap x0/y0 are cell centres
+        dx=cdx,
+        y0=ey0 + cdy / 2,
+        dy=cdy,
+        zmin=zmin,
+        zmax=zmax,
+        colorscale=colorscale,
+        opacity=opacity,
+        name=name,
+        hoverongaps=False,
+        colorbar=dict(title=dict(text=name), thickness=12, len=0.8),
+        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>" + name + " %{z:.3f}<extra></extra>",
+    )
+
+
+def crop_figure(image: Image.Image, *, region: Box | None = None, title: str | None = None, **kwargs) -> go.Figure:
+    """The zoomed crop the model saw next. With `region` (the crop's page pixels) hover reads page coordinates."""
+    return page_figure(image, region=region, title=title, **kwargs)
+
