@@ -1,0 +1,111 @@
+"""The image side of the VRAG protocol: what size the model sees, how a <bbox> becomes a crop.
+
+Pure functions, numbers in and numbers out, so each rule can be checked by hand
+(../shared/notes/vrag-protocol.md, "One turn" and "Image sizing"):
+- images are scaled by sqrt(pixel budget / pixels) with truncation to int, plain PIL resize,
+  RGB, JPEG, sent as `data:image;base64,...`;
+- a bbox is in the pixels of the LAST image sent; it is mapped to that image's raw version by
+  x*raw_w/input_w, padded by 56 raw pixels per side, clamped, and cropped from the raw image.
+
+The raw version of a crop is that crop of the full-resolution page, so every region is kept in
+page pixels (`ImageView.region`) and a crop of a crop is a crop of the page.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+from PIL import Image
+
+from agent.trajectory import Box, ImageView
+
+MIN_PIXELS = 256 * 28 * 28  # 200,704
+MAX_PIXELS = 512 * 28 * 28  # 401,408
+CROP_PADDING = 56  # raw pixels added on each side of a bbox before cropping
+IMAGE_URL_PREFIX = "data:image;base64,"
+
+
+def input_size(width: int, height: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The (w, h) an image of (width, height) is resized to before it is sent to the model.
+
+    Shrink first, then grow, exactly in the reference order; each side is truncated to int.
+    (`max(1, ...)` only guards degenerate slivers where the reference itself would fail.)
+    """
+    w, h = width, height
+    if w * h > max_pixels:
+        f = math.sqrt(max_pixels / (w * h))
+        w, h = max(1, int(w * f)), max(1, int(h * f))
+    if w * h < min_pixels:
+        f = math.sqrt(min_pixels / (w * h))
+        w, h = max(1, int(w * f)), max(1, int(h * f))
+    return w, h
+
+
+def prepare_image(image: Image.Image) -> tuple[Image.Image, bytes]:
+    """Resize `image` for the model and encode it: returns (resized RGB image, JPEG bytes).
+
+    Plain `Image.resize` (PIL's default filter) then RGB conversion, then JPEG at PIL's default
+    quality, as the reference client does.
+    """
+    size = input_size(*image.size)
+    if size != image.size:
+        image = image.resize(size)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG")
+    return image, buf.getvalue()
+
+
+def image_url(jpeg: bytes) -> str:
+    return IMAGE_URL_PREFIX + base64.b64encode(jpeg).decode("ascii")
+
+
+def image_part(jpeg: bytes) -> dict:
+    """One image content part of an OpenAI chat message, as the reference sends it."""
+    return {"type": "image_url", "image_url": {"url": image_url(jpeg)}}
+
+
+def text_part(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def crop_box(bbox: Box, input_size: tuple[int, int], raw_size: tuple[int, int], padding: int = CROP_PADDING) -> Box:
+    """Map a bbox in model pixels to the padded, clamped crop box in raw pixels (float, unrounded)."""
+    iw, ih = input_size
+    rw, rh = raw_size
+    x1, y1, x2, y2 = bbox[0] * rw / iw, bbox[1] * rh / ih, bbox[2] * rw / iw, bbox[3] * rh / ih
+    return [max(x1 - padding, 0), max(y1 - padding, 0), min(x2 + padding, rw), min(y2 + padding, rh)]
+
+
+def pil_crop_box(box: Box) -> tuple[int, int, int, int]:
+    """The integer box `Image.crop` actually cuts for a float box (it rounds each coordinate)."""
+    return tuple(int(round(v)) for v in box)  # type: ignore[return-value]
+
+
+def crop_region(view: ImageView, bbox: Box, padding: int = CROP_PADDING) -> Box:
+    """The page region (page pixels, integer-valued) a bbox on `view` crops, padding and clamping included.
+
+    Mapping uses the view's raw size (its region in page pixels), so cropping the page at this region
+    gives exactly the pixels the reference gets by cropping its in-memory raw image of the view.
+    """
+    box = pil_crop_box(crop_box(bbox, view.input_size, view.raw_size, padding))
+    x0, y0 = view.region[0], view.region[1]
+    return [float(x0 + box[0]), float(y0 + box[1]), float(x0 + box[2]), float(y0 + box[3])]
+
+
+def crop_page(page: Image.Image, region: Box) -> Image.Image:
+    return page.crop(pil_crop_box(region))
+
+
+def page_view(file: str, page_id: str, page_image_file: str, page_size: tuple[int, int]) -> ImageView:
+    """The view of a whole page as a search shows it."""
+    w, h = page_size
+    return ImageView(file=file, page_id=page_id, page_image_file=page_image_file, region=[0.0, 0.0, float(w), float(h)], input_size=input_size(w, h))
+
+
+def region_view(file: str, parent: ImageView, region: Box) -> ImageView:
+    """The view of a crop of `parent`'s page."""
+    w, h = int(region[2] - region[0]), int(region[3] - region[1])
+    return ImageView(file=file, page_id=parent.page_id, page_image_file=parent.page_image_file, region=list(region), input_size=input_size(w, h))
