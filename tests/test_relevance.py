@@ -1,0 +1,148 @@
+"""Relevance maps: the maths on tiny arrays, then real pages of ../shared/corpus/vrag-demo."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from search_engine.relevance import grid_for, lexical_scores, paint_boxes, table_scores
+
+# --- paint_boxes -----------------------------------------------------------------------------------
+
+
+def test_paint_two_boxes_into_a_4x4_grid():
+    # a 400 x 400 page: cells are 100 x 100 pixels
+    boxes = [(0, 0, 150, 90), (220, 310, 390, 400)]
+    grid = paint_boxes(np.array([0.5, 1.0]), boxes, (400, 400), (4, 4), normalize=False)
+    expected = np.array(
+        [
+            [0.5, 0.5, 0.0, 0.0],  # box 1 spans x 0..150 -> columns 0 and 1, y 0..90 -> row 0
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 1.0],  # box 2 spans x 220..390 -> columns 2 and 3, y 310..400 -> row 3
+        ],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(grid, expected)
+
+
+def test_paint_normalises_to_the_best_box():
+    boxes = [(0, 0, 150, 90), (220, 310, 390, 400)]
+    grid = paint_boxes(np.array([0.2, 0.4]), boxes, (400, 400), (4, 4))
+    assert grid.dtype == np.float32 and grid.shape == (4, 4)
+    assert grid.max() == 1.0 and grid[0, 0] == pytest.approx(0.5) and grid[1, 1] == 0.0
+
+
+def test_overlapping_boxes_take_the_max_not_the_sum():
+    boxes = [(0, 0, 200, 200), (100, 100, 300, 300)]
+    grid = paint_boxes(np.array([0.3, 0.6]), boxes, (400, 400), (4, 4), normalize=False)
+    assert grid[1, 1] == pytest.approx(0.6)  # both boxes cover cell (1, 1)
+    assert grid[0, 0] == pytest.approx(0.3) and grid[2, 2] == pytest.approx(0.6)
+
+
+def test_box_edges_on_cell_boundaries_are_half_open():
+    # x 100..200 covers exactly column 1: it must not bleed into column 2
+    grid = paint_boxes(np.array([1.0]), [(100, 100, 200, 200)], (400, 400), (4, 4))
+    assert grid.sum() == 1.0 and grid[1, 1] == 1.0
+
+
+def test_a_tiny_box_still_lights_its_cell_on_a_coarse_grid():
+    grid = paint_boxes(np.array([0.7]), [(250, 10, 252, 12)], (400, 400), (4, 4))
+    assert grid[0, 2] == 1.0 and grid.sum() == 1.0
+
+
+def test_non_square_grid_and_page():
+    # a 5334 x 3000 slide on a (3, 6) grid: cells are 889 x 1000
+    grid = paint_boxes(np.array([1.0]), [(900, 2100, 1700, 2900)], (5334, 3000), (3, 6))
+    assert np.argwhere(grid == 1.0).tolist() == [[2, 1]]
+
+
+def test_empty_page_and_zero_scores_give_zeros():
+    assert paint_boxes(np.zeros(0), [], (400, 300), (3, 4)).tolist() == np.zeros((3, 4)).tolist()
+    grid = paint_boxes(np.zeros(2), [(0, 0, 10, 10), (20, 20, 30, 30)], (400, 300), (3, 4))
+    assert not grid.any() and not np.isnan(grid).any()
+
+
+def test_negative_nan_and_off_page_boxes_are_ignored_or_clipped():
+    boxes = [(0, 0, 100, 100), (0, 0, 100, 100), (350, 250, 900, 900), (500, 500, 600, 600)]
+    grid = paint_boxes(np.array([-0.5, np.nan, 0.8, 1.0]), boxes, (400, 300), (3, 4), normalize=False)
+    # the box past the page edge is clipped to the last cell; the box wholly off the page paints nothing
+    assert grid[2, 3] == pytest.approx(0.8)
+    assert grid.sum() == pytest.approx(0.8)
+
+
+def test_bad_arguments_get_clear_messages():
+    with pytest.raises(ValueError, match="2 scores for 1 boxes"):
+        paint_boxes(np.ones(2), [(0, 0, 1, 1)], (10, 10), (2, 2))
+    with pytest.raises(ValueError, match="grid"):
+        paint_boxes(np.ones(1), [(0, 0, 1, 1)], (10, 10), (0, 2))
+    with pytest.raises(ValueError, match="page size"):
+        paint_boxes(np.ones(1), [(0, 0, 1, 1)], (0, 10), (2, 2))
+
+
+def test_grid_for_follows_the_page_aspect():
+    assert grid_for((5334, 3000)) == (54, 96)
+    assert grid_for((1024, 768)) == (72, 96)
+    assert grid_for((768, 1024), long_side=32) == (32, 24)
+
+
+# --- lexical_scores ---------------------------------------------------------------------------------
+
+
+def test_lexical_full_match_scores_one_and_no_match_zero():
+    boxes = [Counter(["china", "47.6"]), Counter(["japan", "17.0"]), Counter(["korea", "22.1"])]
+    scores = lexical_scores(["china"], boxes)
+    assert scores[1] == 0 and scores[2] == 0
+    assert scores[0] == pytest.approx(1.0, abs=0.15)  # average length, tf 1: the ceiling
+    assert scores.argmax() == 0
+
+
+def test_lexical_rare_terms_weigh_more_than_common_ones():
+    # "trips" is on every line of the page, "china" on one: matching "china" counts for more
+    boxes = [Counter(["trips", "china"]), Counter(["trips", "japan"]), Counter(["trips", "korea"]), Counter(["trips"])]
+    scores = lexical_scores(["china", "trips"], boxes)
+    assert scores[0] > 0.9
+    assert 0 < scores[1] < 0.3 and scores[1] == pytest.approx(scores[2])
+
+
+def test_lexical_terms_missing_from_the_page_do_not_lower_scores():
+    boxes = [Counter(["china"]), Counter(["japan"])]
+    with_absent = lexical_scores(["china", "zimbabwe"], boxes)
+    without = lexical_scores(["china"], boxes)
+    np.testing.assert_allclose(with_absent, without)
+
+
+def test_lexical_empty_inputs():
+    assert lexical_scores([], [Counter(["a"])]).tolist() == [0.0]
+    assert lexical_scores(["a"], []).shape == (0,)
+    assert lexical_scores(["zzz"], [Counter(["a"])]).tolist() == [0.0]
+
+
+# --- table_scores -----------------------------------------------------------------------------------
+
+
+def test_table_cell_inherits_from_its_row_and_column_headers():
+    #            "2014" header at column 2
+    #  "China"   12.3   47.6
+    #  "Japan"   10.1   17.0
+    boxes = [
+        (200, 0, 260, 20),  # 0: header "2014", above the second value column
+        (0, 40, 60, 60),  # 1: China
+        (100, 40, 160, 60),  # 2: China 2013
+        (200, 40, 260, 60),  # 3: China 2014  <- the answer
+        (0, 80, 60, 100),  # 4: Japan
+        (100, 80, 160, 100),  # 5
+        (200, 80, 260, 100),  # 6: Japan 2014
+    ]
+    direct = np.array([0.8, 0.9, 0, 0, 0.1, 0, 0], dtype=np.float32)
+    table = table_scores(direct, boxes)
+    assert table.argmax() == 3
+    assert table[3] == pytest.approx(np.sqrt(0.9 * 0.8))
+    assert table[6] == pytest.approx(np.sqrt(0.1 * 0.8))  # same column, weaker row
+    assert table[2] == 0  # matching row, but no matching header above
+    assert table[1] == 0  # a row header has nothing matching above it in its column
+
+
+def test_table_scores_empty():
+    assert table_scores(np.zeros(0), []).shape == (0,)
