@@ -65,3 +65,13 @@ def question_from_prompt(text: str) -> str:
 def feedback_text(error_code: str, detail: str = "") -> str:
     """The short user message for a malformed reply."""
     return FEEDBACK[error_code].format(detail=detail)
+
+# The optional LLM judge (agent/rewards.py): one user message, verdict in <judge>True or False</judge>.
+JUDGE_PROMPT = (
+    "You are grading an answer to a question about a document.\n"
+    "Question: {question}\n"
+    "Reference answer: {reference}\n"
+    "Model answer: {prediction}\n"
+    "Does the model answer state the same fact as the reference answer (wording, units and formatting may differ)? "
+    "Reply with <judge>True</judge> or <judge>False</judge> and nothing else."
+)

@@ -1,0 +1,112 @@
+"""The `vllm` policy over real HTTP: the exact request body, usage, every failure as a clear PolicyError."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agent.policies import make_policy
+from agent.policies.base import PolicyError
+from agent.policies.openai_chat import OpenAIChatPolicy, health, normalize_base_url
+from agent.protocol import image_part, text_part
+from fake_openai_server import CONTEXT_ERROR, FakeOpenAIServer, Fail, Slow, closed_port_url
+
+MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+MESSAGES = [{"role": "user", "content": [text_part("hello")]}]
+
+
+def test_default_request_is_exactly_the_reference_one():
+    with FakeOpenAIServer(["<think>a</think><answer>b</answer>"]) as server:
+        policy = make_policy("vllm", base_url=server.base_url, model=MODEL)
+        completion = policy.complete(MESSAGES)
+        assert completion.text == "<think>a</think><answer>b</answer>"
+        assert completion.prompt_tokens > 0 and completion.completion_tokens > 0
+        assert server.requests == [{"model": MODEL, "messages": MESSAGES, "stream": False}]
+        assert server.paths == ["/v1/chat/completions"]
+
+
+def test_temperature_and_max_tokens_only_when_set():
+    with FakeOpenAIServer(["x"]) as server:
+        OpenAIChatPolicy(base_url=server.base_url, model=MODEL, temperature=0.0, max_tokens=512).complete(MESSAGES)
+        assert server.requests[0] == {"model": MODEL, "messages": MESSAGES, "stream": False, "temperature": 0.0, "max_tokens": 512}
+
+
+def test_describe_names_endpoint_and_model():
+    policy = OpenAIChatPolicy(base_url="http://gpu-box:8001/v1", model="m")
+    d = policy.describe()
+    assert d["name"] == "vllm" and d["model"] == "m" and "http://gpu-box:8001/v1" in d["description"]
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("http://host:8001", "http://host:8001/v1"),
+    ("http://host:8001/", "http://host:8001/v1"),
+    ("host:8001", "http://host:8001/v1"),
+    ("http://host:8001/v1/", "http://host:8001/v1"),
+    ("https://api.example.com/compatible-mode/v1", "https://api.example.com/compatible-mode/v1"),
+])
+def test_normalize_base_url(given, expected):
+    assert normalize_base_url(given) == expected
+
+
+def test_connection_refused_names_the_endpoint():
+    url = closed_port_url()
+    policy = OpenAIChatPolicy(base_url=url, model=MODEL, timeout=5)
+    started = time.perf_counter()
+    with pytest.raises(PolicyError) as e:
+        policy.complete(MESSAGES)
+    assert time.perf_counter() - started < 5  # no hidden retries
+    assert f"{url}/chat/completions" in str(e.value) and "cannot reach" in str(e.value)
+    assert "vllm serve" in str(e.value)
+
+
+def test_timeout():
+    with FakeOpenAIServer([Slow(2.0, "late")]) as server:
+        policy = OpenAIChatPolicy(base_url=server.base_url, model=MODEL, timeout=0.3)
+        with pytest.raises(PolicyError, match=r"did not answer within 0.3 s") as e:
+            policy.complete(MESSAGES)
+        assert server.base_url in str(e.value)
+
+
+@pytest.mark.parametrize("failure, words", [
+    (Fail(500, "CUDA out of memory"), ["HTTP 500", "CUDA out of memory", "server's log"]),
+    (Fail(400, CONTEXT_ERROR), ["HTTP 400", "longer than the model's context", "--max-model-len", "--max-turns"]),
+    (Fail(400, "At most 1 image(s) may be provided in one request."), ["too many images", "--limit-mm-per-prompt image=10"]),
+    (Fail(401, "bad key"), ["HTTP 401", "--api-key"]),
+    (Fail(422, "strange"), ["HTTP 422", "strange"]),
+])
+def test_http_errors_become_policy_errors(failure, words):
+    with FakeOpenAIServer([failure]) as server:
+        policy = OpenAIChatPolicy(base_url=server.base_url, model=MODEL)
+        with pytest.raises(PolicyError) as e:
+            policy.complete(MESSAGES)
+        message = str(e.value)
+        assert f"{server.base_url}/chat/completions" in message
+        for word in words:
+            assert word in message
+
+
+def test_unknown_model_name():
+    with FakeOpenAIServer(["x"]) as server:
+        with pytest.raises(PolicyError, match=r"model 'wrong' not found.*--model"):
+            OpenAIChatPolicy(base_url=server.base_url, model="wrong").complete(MESSAGES)
+
+
+def test_server_side_image_limit_is_reported():
+    tiny = b"\xff\xd8\xff\xe0\x00\x10JFIF"  # not decodable: the server rejects the request
+    with FakeOpenAIServer(["x"]) as server:
+        with pytest.raises(PolicyError, match="HTTP 400"):
+            OpenAIChatPolicy(base_url=server.base_url, model=MODEL).complete([{"role": "user", "content": [image_part(tiny)]}])
+
+
+def test_health():
+    with FakeOpenAIServer([]) as server:
+        status = health(server.base_url)
+        assert status == {"ok": True, "url": f"{server.base_url}/models", "models": [MODEL], "error": None}
+        assert server.paths == ["/v1/models"]
+    down = health(closed_port_url(), timeout=2)
+    assert down["ok"] is False and down["models"] == [] and "cannot reach" in down["error"]
+
+
+def test_unknown_policy_name():
+    with pytest.raises(PolicyError, match="unknown policy 'gpt'; choose one of: vllm, transformers, offline"):
+        make_policy("gpt")
