@@ -1,0 +1,171 @@
+"""The VRAG reasoning loop: a generator that yields each turn as soon as it is complete.
+
+Every turn: rebuild the chat from the trajectory, ask the policy, parse the reply, act, record.
+- search: show the first hit not shown before in this episode (each page at most once);
+- bbox: crop the last image's page region (padding, clamping, crop of a crop: agent/protocol.py);
+- answer: record it and stop;
+- a malformed reply becomes an "invalid" turn whose feedback tells the model what went wrong.
+The observation before the last call of the budget carries the final-turn nudge; a budget spent
+without an answer leaves the reference's fallback text as the answer (finished stays False).
+Infrastructure failures (PolicyError, SearchError) end the episode cleanly with
+`trajectory.error` set and the turns so far kept; anything else is a bug and raises.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+from PIL import Image
+
+from agent import protocol
+from agent.conversation import build_messages
+from agent.parsing import ParsedReply, check_action, parse_reply
+from agent.policies.base import Policy, PolicyError
+from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND
+from agent.search import Searcher, SearchError
+from agent.trajectory import ImageView, Trajectory, Turn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    max_turns: int = 10  # model calls per episode (the reference UI offers 3..10)
+    top_k: int = 10  # hits asked of the search engine per query (the reference uses 10)
+
+    def __post_init__(self):
+        if not isinstance(self.max_turns, int) or self.max_turns < 1:
+            raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {self.top_k!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def new_trajectory(question: str, policy: Policy, config: AgentConfig, gold: dict | None = None, **extra_config) -> Trajectory:
+    """A fresh trajectory recording who answers (`policy.describe()`) and with which settings."""
+    return Trajectory(question=question, policy=policy.describe(), config={**config.to_dict(), **extra_config}, gold=gold or {})
+
+
+def last_view(trajectory: Trajectory) -> ImageView | None:
+    """The last image sent to the model (what a bbox refers to)."""
+    for turn in reversed(trajectory.turns):
+        if turn.observation is not None:
+            return turn.observation
+    return None
+
+
+def _join(*texts: str | None) -> str | None:
+    parts = [t for t in texts if t]
+    return "\n".join(parts) if parts else None
+
+
+class _Pages:
+    """Remembers the last full-resolution page, so a run of crops decodes it once."""
+
+    def __init__(self, searcher: Searcher):
+        self.searcher = searcher
+        self.page_id: str | None = None
+        self.image: Image.Image | None = None
+
+    def get(self, page_id: str) -> Image.Image:
+        if page_id != self.page_id:
+            self.image, self.page_id = self.searcher.page_image(page_id), page_id
+        return self.image
+
+
+def _show(trajectory: Trajectory, turn: Turn, image: Image.Image, view: ImageView) -> None:
+    resized, jpeg = protocol.prepare_image(image)
+    if resized.size != tuple(view.input_size):  # the view must describe exactly what was sent
+        raise AssertionError(f"sent {resized.size} but recorded {view.input_size}")
+    trajectory.images[view.file] = jpeg
+    turn.observation = view
+
+
+def _do_search(trajectory: Trajectory, turn: Turn, searcher: Searcher, pages: _Pages, top_k: int) -> None:
+    hits = searcher.search(turn.argument, top_k)
+    turn.hits = [h.to_dict() for h in hits]
+    shown = set(trajectory.retrieved_pages)
+    hit = next((h for h in hits if h.page_id not in shown), None)
+    if hit is None:
+        turn.feedback = ALL_PAGES_SHOWN if hits else NO_PAGES_FOUND
+        return
+    page = pages.get(hit.page_id)
+    view = protocol.page_view(f"turn{turn.index:02d}-page.jpg", hit.page_id, hit.image_file, page.size)
+    turn.shown_page_id = hit.page_id
+    _show(trajectory, turn, page, view)
+
+
+def _do_bbox(trajectory: Trajectory, turn: Turn, parsed: ParsedReply, acted_on: ImageView, pages: _Pages) -> None:
+    region = protocol.crop_region(acted_on, list(parsed.bbox))
+    crop = protocol.crop_page(pages.get(acted_on.page_id), region)
+    turn.bbox_model, turn.bbox_page, turn.acted_on = list(parsed.bbox), region, acted_on
+    _show(trajectory, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", acted_on, region))
+
+
+def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig) -> Iterator[Turn]:
+    """Run the episode, appending each Turn to `trajectory.turns` and yielding it when complete.
+
+    Images sent to the model are kept in `trajectory.images` (JPEG bytes) until the trajectory is
+    saved. The trajectory is complete when the generator is exhausted.
+    """
+    trajectory.config = {**trajectory.config, **config.to_dict()}
+    if not trajectory.policy:
+        trajectory.policy = policy.describe()
+    pages = _Pages(searcher)
+    while len(trajectory.turns) < config.max_turns and not trajectory.finished:
+        index = len(trajectory.turns)
+        messages = build_messages(trajectory, trajectory.images.__getitem__)
+        started = time.perf_counter()
+        try:
+            completion = policy.complete(messages)
+        except PolicyError as e:
+            trajectory.error = str(e)
+            log.warning("policy failed at turn %d: %s", index, e)
+            return
+        model_seconds = time.perf_counter() - started
+        text = completion.text if isinstance(completion.text, str) else ""
+        acted_on = last_view(trajectory)
+        parsed = check_action(parse_reply(text), acted_on.input_size if acted_on else None)
+        turn = Turn(
+            index=index,
+            raw_text=text,
+            action=parsed.action if parsed.valid else "invalid",
+            argument=parsed.argument,
+            thought=parsed.thought,
+            model_seconds=model_seconds,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+        started = time.perf_counter()
+        try:
+            if not parsed.valid:
+                turn.error, turn.feedback = parsed.error, parsed.feedback
+            elif parsed.action == "answer":
+                trajectory.answer, trajectory.finished = parsed.argument, True
+            elif parsed.action == "search":
+                _do_search(trajectory, turn, searcher, pages, config.top_k)
+            else:
+                _do_bbox(trajectory, turn, parsed, acted_on, pages)
+        except SearchError as e:
+            trajectory.error = str(e)
+            log.warning("search failed at turn %d: %s", index, e)
+        turn.tool_seconds = time.perf_counter() - started
+        if not trajectory.finished and trajectory.error is None and index == config.max_turns - 2:
+            turn.feedback = _join(turn.feedback, FINAL_TURN_NUDGE)
+        trajectory.turns.append(turn)
+        yield turn
+        if trajectory.error is not None:
+            return
+    if not trajectory.finished:
+        trajectory.answer = NO_ANSWER
+
+
+def run_to_end(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig) -> Trajectory:
+    """Run the whole episode without streaming; returns the finished trajectory."""
+    for _ in run_episode(trajectory, policy, searcher, config):
+        pass
+    return trajectory
