@@ -23,9 +23,10 @@ from agent import protocol
 from agent.conversation import build_messages
 from agent.parsing import ParsedReply, check_action, parse_reply
 from agent.policies.base import Policy, PolicyError
-from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND
-from agent.search import Searcher, SearchError
+from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_text
+from agent.search import QueryRejected, Searcher, SearchError
 from agent.trajectory import ImageView, Trajectory, Turn
+from search_engine.query import MAX_TOP_K
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class AgentConfig:
     def __post_init__(self):
         if not isinstance(self.max_turns, int) or self.max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {self.top_k!r}")
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {self.top_k!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +151,8 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
                 _do_search(trajectory, turn, searcher, pages, config.top_k)
             else:
                 _do_bbox(trajectory, turn, parsed, acted_on, pages)
+        except QueryRejected as e:  # the model's query, refused by the engine: tell the model
+            turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_text("bad_query", str(e))
         except SearchError as e:
             trajectory.error = str(e)
             log.warning("search failed at turn %d: %s", index, e)

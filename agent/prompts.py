@@ -40,6 +40,8 @@ FEEDBACK = {
     "bbox_format": "Your bbox could not be used: {detail}. Write four pixel numbers: <bbox>[x1, y1, x2, y2]</bbox>.",
     "bbox_no_image": "There is no image to crop yet. Search first with <search> query </search>.",
     "bbox_outside": "Your bbox {detail}. Give a box inside the image, in its pixels.",
+    # not a parse error: the search engine refused the query (search_engine/query.py)
+    "bad_query": "The search engine refused your query: {detail}. Write a shorter query inside <search> ... </search>.",
 }
 
 # Told instead of an image when a search brings back only pages already shown in this episode

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 from PIL import Image, UnidentifiedImageError
 
+from search_engine.query import QueryError
 from search_engine.types import SearchHit
 
 if TYPE_CHECKING:
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 class SearchError(RuntimeError):
     """The search backend failed (server down, bad response, page image missing). Names where."""
+
+
+class QueryRejected(ValueError):
+    """The engine refused the query itself (e.g. too long): the model's mistake, told back to it."""
 
 
 class Searcher(Protocol):
@@ -43,6 +48,13 @@ def _open_image(data_or_path, where: str) -> Image.Image:
         raise SearchError(f"page image from {where} could not be read: {e}") from e
 
 
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
+
+
 class LocalSearcher:
     """A `search_engine.DocumentIndex` in this process."""
 
@@ -50,14 +62,20 @@ class LocalSearcher:
         self.index = index
 
     def search(self, query: str, top_k: int) -> list[SearchHit]:
-        return list(self.index.search(query, top_k=top_k))
+        try:
+            return list(self.index.search(query, top_k=top_k))
+        except QueryError as e:
+            raise QueryRejected(str(e)) from e
 
     def page_image(self, page_id: str) -> Image.Image:
-        page = self.index.page(page_id)
+        try:
+            page = self.index.page(page_id)
+        except KeyError:
+            raise SearchError(f"page {page_id!r} is not in the index at {self.index.folder}") from None
         return _open_image(page.image_file, f"the index ({page.image_file})")
 
     def describe(self) -> dict:
-        return {"kind": "local", "index": str(getattr(self.index, "root", ""))}
+        return {"kind": "local", "index": str(self.index.folder)}
 
 
 class HttpSearcher:
@@ -76,10 +94,12 @@ class HttpSearcher:
             response = self.client.request(method, url, **kwargs)
         except httpx.TimeoutException as e:
             raise SearchError(f"search server at {url} timed out ({e.__class__.__name__}); is it overloaded?") from e
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise SearchError(f"cannot reach the search server at {url}: {e}. Start it with `python -m search_engine serve --index DIR` or check --search-url.") from e
+        if response.status_code == 400 and method == "POST":  # the server refused the query (search_engine/query.py)
+            raise QueryRejected(_error_text(response))
         if response.status_code != 200:
-            raise SearchError(f"search server at {url} answered HTTP {response.status_code}: {response.text[:300]}")
+            raise SearchError(f"search server at {url} answered HTTP {response.status_code}: {_error_text(response)}")
         return response
 
     def search(self, query: str, top_k: int) -> list[SearchHit]:

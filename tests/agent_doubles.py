@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image
 
 from agent.policies.base import Completion, PolicyError
+from agent.search import QueryRejected
+from search_engine.query import QueryError, validate_query
 from search_engine.types import SearchHit
 
 
@@ -48,6 +50,10 @@ class MemorySearcher:
 
     def search(self, query: str, top_k: int) -> list[SearchHit]:
         self.queries.append(query)
+        try:
+            query = validate_query(query, top_k)  # the engine's own rules
+        except QueryError as e:
+            raise QueryRejected(str(e)) from e
         shift = zlib.crc32(query.encode()) % max(1, len(self.order))
         ranked = self.order[shift:] + self.order[:shift]
         return [SearchHit(rank=i + 1, score=1.0 / (i + 1), page_id=p, image_file=f"/memory/{p}.png", source="memory", page=1)

@@ -36,6 +36,8 @@ def test_config_validation():
         AgentConfig(max_turns=0)
     with pytest.raises(ValueError, match="top_k"):
         AgentConfig(top_k=0)
+    with pytest.raises(ValueError, match="top_k must be an integer from 1 to 100"):
+        AgentConfig(top_k=101)
     assert AgentConfig().to_dict() == {"max_turns": 10, "top_k": 10}
 
 
@@ -123,6 +125,14 @@ def test_bbox_crops_the_last_image_and_records_both_coordinate_spaces():
     assert sent.size == crop2.observation.input_size
     expected = page.crop((44, 44, 129, 129)).resize(crop2.observation.input_size)
     assert np.abs(np.asarray(sent, dtype=int) - np.asarray(expected, dtype=int)).mean() < 20  # JPEG noise only
+
+
+def test_a_query_the_engine_refuses_is_an_invalid_turn():
+    traj, policy, _ = run([T + "<search>" + "word " * 500 + "</search>", T + "<answer>a</answer>"])
+    turn = traj.turns[0]
+    assert turn.action == "invalid" and "search refused" in turn.error and "2,000" in turn.error
+    assert turn.feedback.startswith("The search engine refused your query") and turn.hits == []
+    assert traj.finished and traj.error is None
 
 
 def test_policy_error_stops_cleanly_and_keeps_turns():

@@ -104,7 +104,7 @@ def test_thought_and_bbox_values():
 
 
 def test_every_feedback_code_is_reachable_and_short():
-    codes = {c for *_, c in CASES if c} | {"bbox_no_image", "bbox_outside"}
+    codes = {c for *_, c in CASES if c} | {"bbox_no_image", "bbox_outside", "bad_query"}  # bad_query: tests/test_agent_loop.py
     assert codes == set(FEEDBACK)
 
 
