@@ -1,9 +1,10 @@
 """Streamlit glue shared by every page: where data lives, the heavy objects we cache, per-session settings.
 
 What is shared and what is not (two browser tabs must never mix their runs):
-- `st.cache_resource` holds objects that are expensive and hold no user's state: the embedder, the OCR
-  engine, one `DocumentIndex` per index folder (plus a lock so two sessions never ingest into the
-  same folder at once), and the sample-index build job.
+- `st.cache_resource` holds objects that are expensive and hold no user's state: one
+  `DocumentIndex` per index folder (with its embedder and OCR engine), the relevance-map box cache
+  per index, the in-process transformers model, and the ingestion jobs (pages/jobs.py: one at a
+  time per index folder, whichever session started it).
 - `st.session_state` holds everything that belongs to one user: the settings, the active index, the
   run in progress (its trajectory and the generator producing its turns), evaluation results.
   Agents, policies and trajectories are never cached.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "VRAG_STUDIO_DATA"  # the data root (default ./data, git-ignored)
 INDEX_ENV = "VRAG_STUDIO_INDEX"  # the index active at start: a name under data/indexes/ or a folder path
-MANIFEST_NAMES = ("manifest.json",)  # a folder holding one of these is an index
+INDEX_MARKERS = ("config.json", "manifest.json")  # a folder holding one of these is an index (search_engine/store.py)
 INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -51,7 +51,7 @@ def samples_dir() -> Path:
 
 
 def is_index_folder(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).is_file() for name in MANIFEST_NAMES)
+    return folder.is_dir() and any((folder / name).is_file() for name in INDEX_MARKERS)
 
 
 def check_index_name(name: str) -> str | None:
@@ -134,35 +134,26 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def embedder(name: str | None = None):
-    from search_engine.embedders import load_embedder
-
-    return load_embedder(name) if name else load_embedder()
-
-
-@st.cache_resource(show_spinner=False)
-def ocr_engine():
-    from search_engine.ocr import OcrEngine
-
-    return OcrEngine()
-
-
-@st.cache_resource(show_spinner=False)
 def _index(folder: str):
     from search_engine.index import DocumentIndex
 
-    return DocumentIndex.open(folder, embedder=embedder(), ocr=ocr_engine())
+    return DocumentIndex.open(folder)
 
 
 def open_index(folder: Path):
-    """The DocumentIndex for `folder`, opened once per process (loading the embedder the first time)."""
+    """The DocumentIndex for `folder`, opened once per process and shared by all sessions.
+
+    Opening reads the page records and the FAISS index; the index loads its embedder and OCR
+    engine itself on first use (the first search or ingest), so browsing pages stays fast.
+    """
     return _index(str(Path(folder).resolve()))
 
 
-@st.cache_resource(show_spinner=False)
-def index_lock(folder: str) -> threading.Lock:
-    """One lock per index folder: ingestion into a folder is serialised across sessions."""
-    return threading.Lock()
+def warm_up(searcher) -> None:
+    """Load an in-process index's embedder now (under the caller's spinner), not inside the first turn."""
+    index = getattr(searcher, "index", None)
+    if index is not None and len(index):
+        index.embedder
 
 
 def searcher(index_folder: Path):
@@ -200,27 +191,129 @@ def report_unexpected(error: Exception) -> None:
 def ensure_some_index() -> bool:
     """On a fresh checkout there is no index yet: build the sample one, showing its progress.
 
-    Returns True when an index exists. The build runs as a shared background job (pages/jobs.py), so
-    several tabs opened at once share one build and navigating away does not stop it.
+    Returns True when some index has pages. The build runs as a shared background job
+    (pages/jobs.py), so several tabs opened at once share one build and navigating away does not
+    stop it; a build killed with the server resumes where it stopped (ingestion is incremental).
     """
-    if index_folders():
-        return True
     from pages import jobs
 
     folder = indexes_dir() / "sample"
-
-    def build(progress):
-        from search_engine.sample_corpus import build_sample_index
-
-        progress(0, 0, "loading the text embedder (first time only)")
-        model = embedder()
-        return build_sample_index(data_root(), progress=progress, embedder=model)
-
-    st.info("First run: building the sample index from the project's own sample report. This takes about a minute, once.")
-    job = jobs.start_job(str(folder), "Building the sample index", build)
-    jobs.wait(job)
-    if job.error:
+    job = jobs.get_job(str(folder))
+    if (job is None or job.finished) and any(index_page_ids(f) for f in index_folders().values()):
+        return True
+    if job is not None and job.finished and job.error:
         st.error(f"The sample index could not be built: {md_escape(job.error)}")
-        return False
+        if not st.button("Try again", key="sample_retry"):
+            return False
+        job = None
+    if job is None or job.finished:
+        index = open_index(folder)  # cheap: models load on first use, inside the job
+
+        def build(progress):
+            from search_engine.sample_corpus import write_sample_corpus
+
+            progress(0, 0, "loading the OCR and embedding models (first time only)")
+            report = index.ingest(write_sample_corpus(samples_dir()), progress=progress)
+            if report.skipped:  # our own generated file: a skip here is a bug
+                raise RuntimeError(f"the sample report failed to ingest: {report.skipped}")
+            return report
+
+        job = jobs.start_job(str(folder), "Building the sample index", build)
+    st.info("First run: building the sample index from the project's own sample report (about a minute, once).")
+    jobs.wait(job)
     st.rerun()
-    return True  # not reached: st.rerun() starts the page again, now with an index
+    return True  # not reached: st.rerun() starts the page again
+
+
+@st.cache_resource(show_spinner=False)
+def box_cache(index_folder: str):
+    """Box embeddings per page for retrieval relevance maps (search_engine/relevance.py), one per index,
+    made with that index's own embedder so a map scores text the way the index searches it."""
+    from search_engine.relevance import BoxCache
+    from search_engine.tokenize import tokenize
+
+    return BoxCache(embedder=open_index(Path(index_folder)).embedder, tokenize=tokenize)
+
+
+# --- policies and example questions ---------------------------------------------------------------
+
+
+class UserFacingError(Exception):
+    """Something the user can fix (a missing model folder, a server that is down): shown as is."""
+
+
+def default_policy() -> str:
+    name = os.environ.get("VRAG_POLICY", "offline")
+    return name if name in ("vllm", "transformers", "offline") else "offline"
+
+
+@st.cache_resource(show_spinner=False)
+def _transformers_policy(model_folder: str):
+    """The in-process model, loaded once per folder: it holds weights, not a user's state
+    (`complete(messages)` depends only on the messages it is given)."""
+    from agent.policies import make_policy
+
+    return make_policy("transformers", model=model_folder)
+
+
+def build_policy(name: str, s: Settings, index_folder: Path):
+    """A policy for one run. Raises UserFacingError with the policy's own message when it cannot start."""
+    from agent.policies import PolicyError, make_policy
+
+    try:
+        if name == "vllm":
+            return make_policy("vllm", base_url=s.base_url, model=s.model, api_key=s.api_key)
+        if name == "transformers":
+            if not s.transformers_model.strip():
+                raise UserFacingError("The transformers policy needs a local Qwen2.5-VL model folder: set it on the Settings page (weights cannot be downloaded here).")
+            return _transformers_policy(s.transformers_model.strip())
+        return make_policy("offline", index=open_index(index_folder))
+    except PolicyError as e:
+        raise UserFacingError(str(e)) from e
+
+
+@dataclass(frozen=True)
+class ExampleQuestion:
+    question: str
+    answer: str
+    pages: tuple[str, ...]  # gold page ids
+
+
+def example_questions(index_folder: Path) -> list[ExampleQuestion]:
+    """Questions whose gold pages are all in this index: the sample report's, and the bench question sets'."""
+    page_ids = set(index_page_ids(index_folder))
+    found: list[ExampleQuestion] = []
+    for example in _all_examples():
+        if example.pages and all(p in page_ids for p in example.pages):
+            found.append(example)
+    return found[:8]
+
+
+def index_page_ids(index_folder: Path) -> list[str]:
+    """The page ids of an index, read from its manifest (cheap: no embedder, no FAISS)."""
+    import json
+
+    try:
+        manifest = json.loads((Path(index_folder) / "manifest.json").read_text(encoding="utf-8"))
+        return [page for source in manifest.get("sources", {}).values() for page in source.get("pages", [])]
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        log.info("no readable manifest in %s: %s", index_folder, e)
+        return []
+
+
+QUESTION_SETS = ROOT / "bench" / "questions"
+
+
+@st.cache_data(show_spinner=False)
+def _all_examples() -> list[ExampleQuestion]:
+    """The sample report's example questions, then every question set under bench/questions/."""
+    from agent.evaluate import DatasetError, load_dataset
+    from search_engine.sample_corpus import EXAMPLE_QUESTIONS
+
+    found = [ExampleQuestion(e.question, e.answer, (e.page_id,)) for e in EXAMPLE_QUESTIONS]
+    for path in sorted(QUESTION_SETS.glob("*.json")) if QUESTION_SETS.is_dir() else []:
+        try:
+            found += [ExampleQuestion(e.query, e.reference_answer, tuple(e.gold_pages)) for e in load_dataset(path)]
+        except DatasetError as e:
+            log.warning("skipping question set %s: %s", path, e)
+    return found
