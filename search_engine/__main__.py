@@ -1,0 +1,202 @@
+"""Command line: ingest folders into an index, search it, serve it over HTTP, build the sample index.
+
+    python -m search_engine ingest PATH... --index DIR [--dpi 144]
+    python -m search_engine search --index DIR [--top-k 10] [--mode fused|dense|lexical] [--json] QUERY
+    python -m search_engine serve --index DIR [--host 127.0.0.1] [--port 8002]
+    python -m search_engine sample [--data data]
+
+User mistakes (a missing index, an empty or over-long query, a bad --top-k) print one line starting
+with `error:` and exit with status 2; files that cannot be ingested are listed with their reason
+and the rest is indexed. Heavy libraries (torch, faiss) are imported only by the command that
+needs them, so `--help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+EXIT_NOTHING_INDEXED = 1
+
+
+class UserError(Exception):
+    """A mistake in the command line; printed as one line, never as a traceback."""
+
+
+def _progress_bar(desc: str):
+    """A tqdm bar driven by the index's progress(done, total, message) callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="page", dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        if message:
+            bar.set_postfix_str(message[-60:], refresh=False)
+        bar.refresh()
+
+    return bar, progress
+
+
+def _one_search_thread() -> None:
+    """FAISS parallelises one query over all cores with OpenMP; on a busy 2-core machine that was
+    5-10x slower than one thread (see dense.py), and we search one query at a time."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+def _open_existing(folder: str):
+    """Open an index that must already hold pages (search and serve never create one)."""
+    from .store import IndexStore
+
+    path = Path(folder)
+    if not path.is_dir() or IndexStore(path).read_config() is None:
+        raise UserError(f"no index at {folder}: build one with `python -m search_engine ingest PATH... --index {folder}`")
+    from .index import DocumentIndex
+
+    index = DocumentIndex.open(path)  # keeps the settings it was built with
+    if len(index) == 0:
+        raise UserError(f"the index at {folder} has no pages: ingest files with `python -m search_engine ingest PATH... --index {folder}`")
+    return index
+
+
+def _print_report(report, index) -> None:
+    for skipped in report.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}")
+    print(
+        f"added {len(report.added)} pages, removed {len(report.removed)}, {report.unchanged_files} files unchanged, "
+        f"{len(report.skipped)} files skipped, in {report.seconds:.1f} s; the index at {index.folder} has {len(index)} pages"
+    )
+
+
+def cmd_ingest(args) -> int:
+    from dataclasses import replace
+
+    from .index import DocumentIndex, IndexConfig
+    from .store import IndexStore
+
+    if Path(args.index).exists() and not Path(args.index).is_dir():
+        raise UserError(f"--index {args.index} is a file, not a folder")
+    if args.dpi is not None and not 36 <= args.dpi <= 600:
+        raise UserError(f"--dpi must be between 36 and 600, got {args.dpi}")
+    # An existing index keeps its own settings (embedder, DPI...): passing fresh defaults would rebuild
+    # it. Only an explicit --dpi that differs from the stored one changes it, and that re-renders all.
+    stored = IndexStore(Path(args.index)).read_config()
+    config = IndexConfig.from_dict(stored) if stored else IndexConfig()
+    if args.dpi is not None and args.dpi != config.dpi:
+        if stored:
+            print(f"--dpi {args.dpi} differs from the index's {config.dpi}: every page will be rendered again")
+        config = replace(config, dpi=args.dpi)
+    index = DocumentIndex.open(args.index, config=config)
+    bar, progress = _progress_bar("ingest")
+    try:
+        report = index.ingest([Path(p) for p in args.paths], progress=progress)
+    finally:
+        bar.close()
+    _print_report(report, index)
+    nothing_indexed = report.skipped and not report.added and not report.unchanged_files
+    return EXIT_NOTHING_INDEXED if nothing_indexed else 0
+
+
+def cmd_search(args) -> int:
+    from .query import validate_query
+
+    query = " ".join(args.query)
+    validate_query(query, args.top_k)  # fail on a bad query before paying for loading the index
+    _one_search_thread()
+    hits = _open_existing(args.index).search(query, top_k=args.top_k, mode=args.mode)
+    if args.json:
+        keys = ("rank", "score", "page_id", "image_file", "source", "page", "scores")
+        print(json.dumps([{k: hit.to_dict()[k] for k in keys} for hit in hits], ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("no hits")
+        return 0
+    width = max(len(hit.page_id) for hit in hits)
+    print(f"{'rank':>4}  {'score':>8}  {'page_id':<{width}}  page  source")
+    for hit in hits:
+        print(f"{hit.rank:>4}  {hit.score:>8.4f}  {hit.page_id:<{width}}  {hit.page:>4}  {hit.source}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .server import create_app, uvicorn_config
+
+    _one_search_thread()
+    index = _open_existing(args.index)
+    print(f"serving {len(index)} pages from {index.folder} on http://{args.host}:{args.port} (API docs at /docs)")
+    uvicorn.Server(uvicorn_config(create_app(index), host=args.host, port=args.port)).run()
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sample_corpus import build_sample_index
+
+    bar, progress = _progress_bar("sample index")
+    try:
+        index = build_sample_index(args.data, progress=progress)
+    finally:
+        bar.close()
+    print(f"the sample index at {index.folder} has {len(index)} pages")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search_engine", description="Index and search page images.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="add PDFs, images and folders (recursively) to an index")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
+    p.add_argument("--dpi", type=int, default=None, help="PDF render resolution (new index: 144; default: keep the index's)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="search an index")
+    p.add_argument("query", nargs="+", help="the query (several words are joined with spaces)")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--top-k", type=int, default=10, dest="top_k")
+    p.add_argument("--mode", choices=("fused", "dense", "lexical"), default="fused")
+    p.add_argument("--json", action="store_true", help="print a JSON list of hits")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="serve an index over the VRAG search HTTP API")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8002)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("sample", help="write the sample report and build its index if missing")
+    p.add_argument("--data", default="data", metavar="DIR", help="data folder (default: data)")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from .embedders import EmbedderError
+    from .query import QueryError
+
+    try:
+        return args.func(args)
+    except (UserError, QueryError, EmbedderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
