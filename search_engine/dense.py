@@ -96,6 +96,13 @@ class DenseIndex:
     def __len__(self) -> int:
         return self._index.ntotal - len(self._deleted)
 
+    def ids(self, include_removed: bool = False) -> np.ndarray:
+        """The ids currently searchable (plus tombstoned ones, which must not be reused, if asked)."""
+        ids = self._all_ids()
+        if include_removed:
+            return ids
+        return ids[~np.isin(ids, np.fromiter(self._deleted, np.int64, len(self._deleted)))] if self._deleted else ids
+
     def add(self, ids, vectors) -> None:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         vectors = normalise(vectors)

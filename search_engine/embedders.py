@@ -61,7 +61,8 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 

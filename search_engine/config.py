@@ -1,0 +1,54 @@
+"""IndexConfig: every setting of an index, saved as config.json in the index folder.
+
+Some settings decide what is stored (the embedder, the render DPI, OCR settings, the on-disk format):
+`identity()` lists them, and opening an index whose stored identity differs from the one asked for
+rebuilds it rather than mixing, say, 144-dpi and 200-dpi pages or two embedders' vectors. The other
+settings (search structure, fusion, limits) only change how stored data is used and can change freely.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .dense import DenseConfig
+from .fusion import FusionConfig
+
+# Bump when the layout or meaning of anything in the index folder changes.
+FORMAT_VERSION = 1
+
+
+@dataclass
+class IndexConfig:
+    embedder: str = "minilm"  # see embedders.load_embedder
+    dpi: int = 144  # PDF render resolution
+    min_text_chars: int = 20  # a PDF page with less text-layer text than this is OCR'd
+    ocr_min_confidence: float = 0.5
+    ocr_max_side: int = 2000
+    max_image_pixels: int = 100_000_000  # decompression-bomb guard for images and rendered pages
+    jpeg_quality: int = 90  # for page images that are not already JPEG files
+    candidates: int = 100  # pages each retriever proposes before fusion
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    format_version: int = FORMAT_VERSION
+
+    def identity(self) -> dict:
+        """The settings that decide what is stored; a mismatch means the index must be rebuilt."""
+        return {
+            "format_version": self.format_version,
+            "embedder": self.embedder,
+            "dpi": self.dpi,
+            "min_text_chars": self.min_text_chars,
+            "ocr_min_confidence": self.ocr_min_confidence,
+            "ocr_max_side": self.ocr_max_side,
+        }
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IndexConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        values["dense"] = DenseConfig(**d.get("dense", {}))
+        values["fusion"] = FusionConfig(**d.get("fusion", {}))
+        values["format_version"] = int(d.get("format_version", 0))  # absent: older than versioning
+        return cls(**values)

@@ -1,0 +1,383 @@
+"""DocumentIndex: ingest a folder of PDFs and page images, keep it in sync, and search it.
+
+Search runs two retrievers over the page text (PDF text layer or OCR) and fuses their rankings:
+dense (sentence embeddings in FAISS) for meaning, lexical (BM25 on tokenize.py tokens) for exact
+words, numbers and Chinese. Everything lives in one folder (see store.py for the layout and crash
+safety); the dense and lexical indexes are derived from the per-source records when the index opens.
+
+Page ids follow the reference naming: `{stem}_{page}` (1-based) for PDF pages, the file stem for
+images. When a new source's ids would collide with pages of another source (two `report.pdf` in
+different folders, `a.png` next to `a.jpg`, an image `x_1.png` beside `x.pdf`), the newcomer's stem
+gets a suffix from a hash of its path, `{stem}-{6 hex}`, which stays the same across re-ingests.
+Sources are processed in sorted path order, so which file keeps the plain stem is deterministic.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from .config import IndexConfig
+from .dense import DenseIndex
+from .embedders import Embedder, load_embedder
+from .fusion import fuse
+from .lexical import LexicalIndex
+from .ocr import OcrEngine
+from .pages import RawPage, SourceError, count_pages, page_boxes, read_pages
+from .query import QueryError, validate_query
+from .sources import SourceFile, discover, file_sha256
+from .store import IndexStore, SourceRecord
+from .tokenize import tokenize
+from .types import IngestReport, Page, SearchHit, SkippedFile
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]  # (pages done, pages total, message)
+MODES = ("fused", "dense", "lexical")
+EMBED_BATCH = 32
+CHECKPOINT_SECONDS = 60.0  # save the dense index at least this often during a long ingest
+
+
+class DocumentIndex:
+    def __init__(self, store: IndexStore, config: IndexConfig, embedder: Embedder | None, ocr: OcrEngine | None):
+        """Use DocumentIndex.open."""
+        self.folder = store.folder
+        self.config = config
+        self._store = store
+        self._embedder = embedder
+        self._ocr = ocr
+        self._records: dict[str, SourceRecord] = {}
+        self._pages: dict[str, Page] = {}
+        self._vid_of: dict[str, int] = {}
+        self._page_of: dict[int, str] = {}
+        self._lexical = LexicalIndex()
+        self._dense: DenseIndex | None = None
+        self._next_vid = 0
+
+    # ---- opening -----------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, folder, *, embedder: Embedder | None = None, config: IndexConfig | None = None,
+             ocr: OcrEngine | None = None) -> "DocumentIndex":
+        """Open the index in `folder`, creating it if missing and rebuilding it if it is outdated.
+
+        With `config=None` an existing index keeps its stored settings (a new one gets the defaults,
+        with `embedder.name` if an embedder is given). Models load lazily, on first use.
+        """
+        store = IndexStore(Path(folder).expanduser().resolve())
+        stored = store.read_config()
+        if config is None:
+            config = IndexConfig.from_dict(stored) if stored else IndexConfig()
+            if embedder is not None:
+                config.embedder = embedder.name
+        if embedder is not None and embedder.name != config.embedder:
+            raise ValueError(f"embedder {embedder.name!r} does not match config.embedder {config.embedder!r}")
+        index = cls(store, config, embedder, ocr)
+        if stored is None:
+            store.create(config.to_dict())
+        elif IndexConfig.from_dict(stored).identity() != config.identity():
+            index._rebuild(stored)
+            return index
+        else:
+            store.create(config.to_dict())  # search-time settings may have changed
+        index._load()
+        return index
+
+    def _rebuild(self, stored: dict) -> None:
+        old = IndexConfig.from_dict(stored).identity() if stored else {}
+        sources = self._store.known_sources()
+        log.warning("index %s was built with %s; rebuilding it with %s from %d source files",
+                    self.folder, old, self.config.identity(), len(sources))
+        self._store.wipe()
+        self._store.create(self.config.to_dict())
+        self._load()
+        still_there = [s for s in sources if Path(s).exists()]
+        if still_there:
+            self.add(still_there)
+
+    def _load(self) -> None:
+        records = self._store.load_records()
+        for record in records:
+            self._install(record, add_vectors=False)
+        self._next_vid = 1 + max((v for r in records for v in r.vids), default=-1)
+        if self._store.dense_path.exists():
+            self._dense = DenseIndex.load(self._store.dense_path, self.config.dense)
+            self._next_vid = max(self._next_vid, 1 + int(max(self._dense.ids(include_removed=True), default=-1)))
+        self._reconcile_dense()
+
+    def _reconcile_dense(self) -> None:
+        """Make the FAISS checkpoint hold exactly the records' vectors (it may lag after a crash)."""
+        records = list(self._records.values())
+        if self._dense is None:
+            dims = {r.vectors.shape[1] for r in records if len(r.vids)}
+            if not dims:
+                return
+            self._dense = DenseIndex(dims.pop(), self.config.dense)
+        in_dense = set(self._dense.ids().tolist())
+        wanted = set(self._page_of)
+        stale, missing = in_dense - wanted, wanted - in_dense
+        if stale:
+            self._dense.remove(sorted(stale))
+        for record in records:
+            rows = [i for i, v in enumerate(record.vids) if v in missing]
+            if rows:
+                self._dense.add([record.vids[i] for i in rows], record.vectors[rows])
+        if stale or missing:
+            log.info("dense index caught up with the records: -%d +%d vectors", len(stale), len(missing))
+            self._dense.save(self._store.dense_path)
+
+    # ---- models (loaded on first use) --------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.config.embedder)
+        return self._embedder
+
+    @property
+    def ocr(self) -> OcrEngine:
+        if self._ocr is None:
+            self._ocr = OcrEngine(self.config.ocr_min_confidence, self.config.ocr_max_side)
+        return self._ocr
+
+    # ---- in-memory bookkeeping ---------------------------------------------------------------------
+    def _install(self, record: SourceRecord, add_vectors: bool = True) -> None:
+        self._records[record.source] = record
+        for vid, page in zip(record.vids, record.pages):
+            self._pages[page.page_id] = page
+            self._vid_of[page.page_id] = vid
+            self._page_of[vid] = page.page_id
+            self._lexical.add(vid, tokenize(page.text))
+        if add_vectors and record.vids:
+            if self._dense is None:
+                self._dense = DenseIndex(record.vectors.shape[1], self.config.dense)
+            self._dense.add(record.vids, record.vectors)
+
+    def _uninstall_pages(self, page_ids: list[str]) -> None:
+        vids = [self._vid_of.pop(pid) for pid in page_ids]
+        for pid, vid in zip(page_ids, vids):
+            del self._pages[pid]
+            del self._page_of[vid]
+            self._lexical.remove(vid)
+        if self._dense is not None and vids:
+            self._dense.remove(vids)
+
+    def _drop_source(self, source: str) -> list[str]:
+        """Remove a source: its record first (the commit), then its images."""
+        record = self._records.pop(source)
+        self._store.delete_record(source)
+        page_ids = [p.page_id for p in record.pages]
+        for pid in page_ids:
+            self._store.delete_image(pid)
+        self._uninstall_pages(page_ids)
+        return page_ids
+
+    # ---- ingestion ---------------------------------------------------------------------------------
+    def ingest(self, paths, progress: Progress | None = None) -> IngestReport:
+        """Sync the index with `paths`: add new and changed files, drop pages of files that are gone
+        from under these paths (or can no longer be read). Other indexed sources are left alone."""
+        return self._sync(paths, progress, drop_missing=True)
+
+    def add(self, paths, progress: Progress | None = None) -> IngestReport:
+        """Add new and changed files under `paths`; never drops anything."""
+        return self._sync(paths, progress, drop_missing=False)
+
+    def _sync(self, paths, progress: Progress | None, drop_missing: bool) -> IngestReport:
+        started = time.perf_counter()
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        self._store.remove_orphan_images({p.image_file for p in self._pages.values()})
+        files, skipped = discover(paths)
+        report = IngestReport(skipped=list(skipped))
+        todo = self._changed(files, report)
+        if drop_missing:
+            keep = {str(f.path) for f in files}
+            roots = [Path(p).expanduser().resolve() for p in paths]
+            for source in [s for s in self._records if s not in keep and _under(Path(s), roots)]:
+                report.removed += self._drop_source(source)
+        counted = []
+        for source, sha in todo:
+            try:
+                counted.append((source, sha, count_pages(source)))
+            except SourceError as e:
+                report.skipped.append(SkippedFile(str(source.path), str(e)))
+                if str(source.path) in self._records:  # changed into something unreadable: stale pages go
+                    report.removed += self._drop_source(str(source.path))
+        total, done = sum(n for *_, n in counted), 0
+        last_checkpoint = time.monotonic()
+        for source, sha, n_pages in counted:
+            if str(source.path) in self._records:
+                report.removed += self._drop_source(str(source.path))
+            done = self._ingest_source(source, sha, n_pages, report, progress, done, total)
+            if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+                self._save_dense()
+                last_checkpoint = time.monotonic()
+        self._save_dense()
+        self._store.write_manifest(list(self._records.values()), self.config.format_version)
+        report.seconds = round(time.perf_counter() - started, 3)
+        log.info("ingest: +%d pages, -%d pages, %d unchanged files, %d skipped, %.1f s", len(report.added),
+                 len(report.removed), report.unchanged_files, len(report.skipped), report.seconds)
+        return report
+
+    def _changed(self, files: list[SourceFile], report: IngestReport) -> list[tuple[SourceFile, str]]:
+        """New or changed files with their content hash. Same size and mtime as recorded = unchanged
+        without reading the file; otherwise the SHA-256 decides (a `touch` does not cause a re-ingest)."""
+        todo = []
+        for source in files:
+            record = self._records.get(str(source.path))
+            if record and (record.size, record.mtime_ns) == (source.size, source.mtime_ns):
+                report.unchanged_files += 1
+                continue
+            try:
+                sha = file_sha256(source.path)
+            except OSError as e:
+                report.skipped.append(SkippedFile(str(source.path), f"cannot read the file: {e.strerror or e}"))
+                continue
+            if record and record.sha256 == sha:
+                record.size, record.mtime_ns = source.size, source.mtime_ns
+                self._store.write_record(record)
+                report.unchanged_files += 1
+            else:
+                todo.append((source, sha))
+        return todo
+
+    def _ingest_source(self, source: SourceFile, sha: str, n_pages: int, report: IngestReport,
+                       progress: Progress | None, done: int, total: int) -> int:
+        """Read, OCR and embed one source, then commit its record. Returns the new pages-done count."""
+        stem = self._stem_for(source, n_pages)
+        pages: list[Page] = []
+        texts: list[str] = []
+        images: list[Image.Image] = []
+        try:
+            raws = read_pages(source, self.config.dpi, self.config.max_image_pixels, self.config.jpeg_quality)
+            for number, raw in enumerate(raws, start=1):
+                done += 1
+                if isinstance(raw, SourceError):
+                    report.skipped.append(SkippedFile(f"{source.path}#page={number}", str(raw)))
+                else:
+                    pages.append(self._make_page(source, stem, raw))
+                    texts.append(" ".join(b.text for b in pages[-1].boxes))
+                    if self.embedder.modality == "image":
+                        images.append(raw.rgb())
+                if progress:
+                    progress(done, total, f"{source.path.name} page {number}/{n_pages}")
+        except SourceError as e:
+            report.skipped.append(SkippedFile(str(source.path), str(e)))
+        if not pages:
+            return done
+        vectors = self._embed(texts, images)
+        vids = list(range(self._next_vid, self._next_vid + len(pages)))
+        self._next_vid += len(pages)
+        record = SourceRecord(str(source.path), sha, source.size, source.mtime_ns, vids, pages, vectors)
+        self._store.write_record(record)  # the commit point for this source
+        self._install(record)
+        report.added += [p.page_id for p in pages]
+        return done
+
+    def _make_page(self, source: SourceFile, stem: str, raw: RawPage) -> Page:
+        boxes, text_source = page_boxes(raw, self.ocr, self.config.min_text_chars)
+        page_id = f"{stem}_{raw.number}" if source.kind == "pdf" else stem
+        image_file = self._store.write_image(page_id, raw.jpeg)
+        return Page(page_id, str(source.path), raw.number, str(image_file), raw.width, raw.height, text_source, boxes)
+
+    def _embed(self, texts: list[str], images: list[Image.Image]) -> np.ndarray:
+        if self.embedder.modality == "image":
+            return self.embedder.encode_images(images)
+        return np.vstack([self.embedder.encode_texts(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)])
+
+    def _stem_for(self, source: SourceFile, n_pages: int) -> str:
+        stem = source.path.stem[:100]  # keeps `{page_id}.jpg` well under file-name length limits
+        wanted = [f"{stem}_{i}" for i in range(1, n_pages + 1)] if source.kind == "pdf" else [stem]
+        if any(pid in self._pages for pid in wanted):
+            return f"{stem}-{hashlib.sha1(str(source.path).encode()).hexdigest()[:6]}"
+        return stem
+
+    def _save_dense(self) -> None:
+        if self._dense is not None:
+            self._dense.save(self._store.dense_path)
+
+    # ---- removal -----------------------------------------------------------------------------------
+    def remove(self, items: Iterable[str]) -> list[str]:
+        """Remove page ids, source files, or every source under a folder. Returns the removed page ids.
+        A removed page of an unchanged PDF stays removed until that PDF changes."""
+        removed: list[str] = []
+        for item in [items] if isinstance(items, str) else items:
+            item = str(item)
+            if item in self._pages:
+                removed += self._remove_page(item)
+                continue
+            root = Path(item).expanduser().resolve()
+            sources = [s for s in self._records if _under(Path(s), [root])]
+            if not sources:
+                log.warning("remove: %r is neither an indexed page id nor an indexed source path", item)
+            for source in sources:
+                removed += self._drop_source(source)
+        if removed:
+            self._save_dense()
+            self._store.write_manifest(list(self._records.values()), self.config.format_version)
+        return removed
+
+    def _remove_page(self, page_id: str) -> list[str]:
+        record = self._records[self._pages[page_id].source]
+        if len(record.pages) == 1:
+            return self._drop_source(record.source)
+        keep = [i for i, p in enumerate(record.pages) if p.page_id != page_id]
+        record.pages = [record.pages[i] for i in keep]
+        record.vids = [record.vids[i] for i in keep]
+        record.vectors = record.vectors[keep]
+        self._store.write_record(record)
+        self._store.delete_image(page_id)
+        self._uninstall_pages([page_id])
+        return [page_id]
+
+    # ---- search ------------------------------------------------------------------------------------
+    def search(self, query: str, top_k: int = 10, mode: str = "fused") -> list[SearchHit]:
+        """Best pages for `query`, best first. mode: "fused" (default), "dense" or "lexical"."""
+        query = validate_query(query, top_k)
+        if mode not in MODES:
+            raise QueryError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        if not self._pages:
+            return []
+        k = max(top_k, self.config.candidates)
+        rankings = {}
+        if mode in ("fused", "dense") and self._dense is not None:
+            scores, ids = self._dense.search(self.embedder.encode_query(query)[None, :], k)
+            rankings["dense"] = (scores[0][ids[0] >= 0], ids[0][ids[0] >= 0])
+        if mode in ("fused", "lexical"):
+            rankings["lexical"] = self._lexical.search(tokenize(query), k)
+        if mode == "fused":
+            scores, ids = fuse(rankings, self.config.fusion, top_k)
+        else:
+            scores, ids = rankings.get(mode, (np.zeros(0), np.zeros(0, np.int64)))
+        per_retriever = {name: dict(zip(r[1].tolist(), r[0].tolist())) for name, r in rankings.items()}
+        hits = []
+        for rank, (score, vid) in enumerate(zip(scores[:top_k], ids[:top_k]), start=1):
+            page = self._pages[self._page_of[int(vid)]]
+            own = {name: float(s[int(vid)]) for name, s in per_retriever.items() if int(vid) in s}
+            hits.append(SearchHit(rank, float(score), page.page_id, page.image_file, page.source, page.page, own))
+        return hits
+
+    # ---- pages -------------------------------------------------------------------------------------
+    def page(self, page_id: str) -> Page:
+        """The page with this id; KeyError if there is none."""
+        try:
+            return self._pages[page_id]
+        except KeyError:
+            raise KeyError(f"no page {page_id!r} in the index at {self.folder}") from None
+
+    def pages(self) -> list[Page]:
+        return list(self._pages.values())
+
+    def page_image(self, page_id: str) -> Image.Image:
+        """The stored page image at full resolution (decoded, RGB)."""
+        with Image.open(self.page(page_id).image_file) as image:
+            return image.convert("RGB")
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)

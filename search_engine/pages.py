@@ -1,0 +1,171 @@
+"""Turn one source file into pages: a JPEG page image plus text boxes in page-pixel coordinates.
+
+PDF pages are rendered with PyMuPDF at `dpi` (72 PDF points = 1 inch, so zoom = dpi / 72). Their
+text layer gives word boxes, mapped through the page rotation and the zoom into the rendered image.
+A page whose text layer has fewer than `min_text_chars` characters (a scan, a chart, a slide exported
+as a picture) is OCR'd instead. Single images are OCR'd. Pages are stored as JPEG: a JPEG source is
+kept byte for byte; everything else is encoded once at `jpeg_quality`.
+
+Bad input raises SourceError with a reason a user can act on; the index turns it into a SkippedFile.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import pymupdf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .ocr import OcrEngine
+from .sources import SourceFile
+from .types import TextBox
+
+log = logging.getLogger(__name__)
+
+# PIL's own decompression-bomb guard, set deliberately (its default is 89.5M). We check the pixel
+# count against IndexConfig.max_image_pixels before decoding; this is the second line of defence.
+MAX_IMAGE_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class SourceError(Exception):
+    """This source (or page) cannot be indexed; str(error) is the reason shown to the user."""
+
+
+@dataclass
+class RawPage:
+    number: int  # 1-based
+    jpeg: bytes  # the page image as stored
+    width: int
+    height: int
+    words: list[TextBox]  # from the PDF text layer, page-pixel coordinates; [] for images
+    image: Image.Image | None = None  # decoded RGB image when we already have it
+
+    def rgb(self) -> Image.Image:
+        if self.image is None:
+            self.image = Image.open(io.BytesIO(self.jpeg)).convert("RGB")
+        return self.image
+
+
+def count_pages(source: SourceFile) -> int:
+    if source.kind == "image":
+        return 1
+    with _open_pdf(source) as doc:
+        return doc.page_count
+
+
+def read_pages(source: SourceFile, dpi: int, max_pixels: int, jpeg_quality: int) -> Iterator[RawPage | SourceError]:
+    """Pages of a source in order. A page that fails inside a readable PDF is yielded as a SourceError."""
+    if source.kind == "image":
+        yield _read_image(source, max_pixels, jpeg_quality)
+        return
+    with _open_pdf(source) as doc:
+        for index in range(doc.page_count):
+            try:
+                yield _render_pdf_page(doc[index], dpi, max_pixels, jpeg_quality)
+            except Exception as e:  # MuPDF raises plain RuntimeErrors for damaged page streams
+                yield SourceError(f"page {index + 1} could not be rendered: {e}")
+
+
+def page_boxes(raw: RawPage, ocr: OcrEngine, min_text_chars: int) -> tuple[list[TextBox], str]:
+    """The page's text boxes and where they came from ("pdf", "ocr" or "none")."""
+    if sum(len(w.text) for w in raw.words) >= min_text_chars:
+        return raw.words, "pdf"
+    lines = ocr.read(raw.rgb())
+    if sum(len(b.text) for b in lines) > sum(len(w.text) for w in raw.words):
+        return lines, "ocr"
+    return raw.words, ("pdf" if raw.words else "none")
+
+
+# ---- PDFs ----------------------------------------------------------------------------------------
+def _open_pdf(source: SourceFile) -> pymupdf.Document:
+    try:
+        doc = pymupdf.open(source.path, filetype="pdf")
+    except Exception as e:  # FileDataError, EmptyFileError, RuntimeError depending on the damage
+        raise SourceError(f"not a readable PDF (corrupt or truncated): {e}") from None
+    if doc.needs_pass:
+        doc.close()
+        raise SourceError(
+            "password-protected PDF: it cannot be opened without its password; "
+            "save a decrypted copy (e.g. `qpdf --decrypt --password=PASSWORD in.pdf out.pdf`) and index that"
+        )
+    if doc.page_count == 0:
+        doc.close()
+        raise SourceError("the PDF has no pages")
+    return doc
+
+
+def _render_pdf_page(page: pymupdf.Page, dpi: int, max_pixels: int, jpeg_quality: int) -> RawPage:
+    zoom = dpi / 72
+    width, height = page.rect.width * zoom, page.rect.height * zoom
+    if width * height > max_pixels:  # a poster-sized page: render smaller rather than exhaust memory
+        zoom *= math.sqrt(max_pixels / (width * height))
+        log.warning("page %d is %.0fx%.0f pt; rendering at %.0f dpi instead of %d", page.number + 1,
+                    page.rect.width, page.rect.height, zoom * 72, dpi)
+    matrix = pymupdf.Matrix(zoom, zoom)
+    pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB)
+    # get_text coordinates are in the unrotated page; the pixmap shows the rotated page.
+    to_pixels = page.rotation_matrix * matrix
+    words = []
+    for x0, y0, x1, y1, text, *_ in page.get_text("words"):
+        if text.strip():
+            r = pymupdf.Rect(x0, y0, x1, y1) * to_pixels
+            box = (max(r.x0, 0.0), max(r.y0, 0.0), min(r.x1, pix.width), min(r.y1, pix.height))
+            words.append(TextBox(text=text, box=tuple(round(v, 2) for v in box), confidence=1.0))
+    image = None
+    if sum(len(w.text) for w in words) == 0:  # will need OCR: keep the decoded pixels
+        image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    jpeg = pix.tobytes("jpg", jpg_quality=jpeg_quality)
+    return RawPage(page.number + 1, jpeg, pix.width, pix.height, words, image)
+
+
+# ---- images --------------------------------------------------------------------------------------
+def _read_image(source: SourceFile, max_pixels: int, jpeg_quality: int) -> RawPage:
+    data = source.path.read_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise SourceError(_bomb_reason(image.width, image.height, max_pixels))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise SourceError(f"image too large (decompression-bomb guard): {e}") from None
+    except UnidentifiedImageError:
+        raise SourceError("not a readable image (unknown format or corrupt data)") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data
+        raise SourceError(f"corrupt or truncated image: {e}") from None
+    if getattr(image, "n_frames", 1) > 1:
+        log.info("%s has %d frames; indexing the first", source.path, image.n_frames)
+    rotated = ImageOps.exif_transpose(image)
+    if image.format == "JPEG" and rotated is image and image.mode == "RGB":
+        jpeg = data  # already a plain JPEG: store it untouched
+        rgb = image
+    else:
+        rgb = _to_rgb(rotated)
+        buffer = io.BytesIO()
+        rgb.save(buffer, "JPEG", quality=jpeg_quality)
+        jpeg = buffer.getvalue()
+    return RawPage(1, jpeg, rgb.width, rgb.height, [], rgb)
+
+
+def _bomb_reason(width: int, height: int, limit: int) -> str:
+    return (
+        f"image too large: {width}x{height} = {width * height:,} pixels exceeds the limit of {limit:,} "
+        f"(decompression-bomb guard; raise IndexConfig.max_image_pixels if the image is genuine)"
+    )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: scale to 8 bits
+        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    return image.convert("RGB")
