@@ -3,23 +3,25 @@
 For one query and one indexed page we score every OCR (or text-layer) box on two signals:
 - dense: cosine similarity between the query embedding and the box text embedding (the same
   embedder the index searches with), clipped at 0;
-- lexical: the share of the query's term weight found in the box, with BM25-style IDF weights
-  computed over the page's boxes (a term on every line of the page says little about any one line),
-  using the index's own `tokenize()` so that a match here is a match for the retriever.
-They are mixed into one score per box in [0, 1]. Tables get one more signal: a cell whose row
-header and column header both match the query is where the answer usually sits, though the cell
-itself (a number) matches nothing, so such cells inherit the geometric mean of their row's and
-column's best matches.
+- lexical: the share of the query's term weight found in the box, BM25-style, using the index's
+  own `tokenize()` so that a match here is a match for the retriever; IDF is computed over the
+  boxes of this page (a term on every line of the page tells no line apart).
+Both are computed on the box's *reading context* (search_engine/reading_context.py): a table
+cell is scored as "caption: row header ... column header cell", which is how a person reads it,
+so the cell answering "how many outbound trips did Japan make in 2014?" lights up although its
+own text is "7.9". Prose lines read as themselves. The dense signal takes the better of the box's
+own text and its context. The two signals mix into one score per box in [0, 1].
 
 `paint_boxes` then paints box scores into a page-space grid. Grid conventions (shared with
-agent/figures.py and agent/attention.py): `values[row, col]`, row 0 at the top of the page;
+agent/figures.py and agent/attention_maps.py): `values[row, col]`, row 0 at the top of the page;
 `extent = (x0, y0, x1, y1)` in page pixels is the rectangle the whole grid covers, so cell (i, j)
 covers x in [x0 + j*dx, x0 + (j+1)*dx), y in [y0 + i*dy, y0 + (i+1)*dy) with dx = (x1-x0)/cols,
 dy = (y1-y0)/rows.
 
-Box embeddings cost one encoder call per page (~50-500 ms), so they are computed once per page and
-kept in a `BoxCache` that the caller owns and passes in; with a warm cache a map costs one query
-embedding plus a little numpy (see bench/relevance_speed.py).
+Everything that does not depend on the query (reading contexts, their tokens, the embeddings of
+box texts and contexts) is computed once per page and kept in a `BoxCache` that the caller owns
+and passes in. With a warm cache a map costs one query embedding plus a little numpy
+(bench/relevance_speed.py measures it).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .types import Page, TextBox
+from .reading_context import reading_contexts
+from .types import Page
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +53,22 @@ Tokenizer = Callable[[str], list[str]]
 
 @dataclass(frozen=True)
 class RelevanceWeights:
-    """How the signals mix. dense + lexical should sum to 1 so a box score stays in [0, 1]."""
+    """How the signals mix. dense + lexical = 1 keeps a box score in [0, 1]."""
 
     dense: float = 0.4
     lexical: float = 0.6
-    table: float = 0.9  # a table cell's inherited score is scaled by this (< 1: a direct match wins ties)
-    k1: float = 1.2  # BM25 term-frequency saturation within a box
-    b: float = 0.5  # BM25 length normalisation (boxes are short lines; a mild penalty on long ones)
+    k1: float = 1.2  # BM25 term-frequency saturation
+    b: float = 0.5  # BM25 length normalisation (mild: a cell's context is longer than a prose line)
 
 
 @dataclass
 class BoxScores:
-    """Per-box scores for one query on one page, all arrays of shape (n_boxes,), aligned with page.boxes."""
+    """Per-box scores for one query on one page: arrays of shape (n_boxes,) aligned with page.boxes."""
 
-    dense: np.ndarray  # cosine similarity clipped to [0, 1]
-    lexical: np.ndarray  # BM25-weighted share of the query terms, in [0, 1]
-    table: np.ndarray  # inherited from the matching row and column headers, in [0, 1]
-    combined: np.ndarray  # max(dense*w + lexical*w, table*w_table), in [0, 1]
+    dense: np.ndarray  # cosine similarity of the box text or its reading context, clipped to [0, 1]
+    lexical: np.ndarray  # BM25-weighted share of the query terms in the reading context, in [0, 1]
+    combined: np.ndarray  # weights.dense * dense + weights.lexical * lexical, in [0, 1]
+    contexts: list[str]  # what each box was read as (for hover text and for debugging a map)
 
 
 @dataclass
@@ -82,15 +84,17 @@ class RelevanceMap:
 @dataclass
 class _PageText:
     fingerprint: str
-    embeddings: np.ndarray  # (n_boxes, dim) normalised float32
-    tokens: list[Counter]  # term counts per box
+    contexts: list[str]
+    tokens: list[Counter]  # term counts of each box's reading context
+    text_vectors: np.ndarray  # (n_boxes, dim) embeddings of the box texts
+    context_vectors: np.ndarray  # (n_boxes, dim) embeddings of the contexts (a copy of the text row for prose)
 
 
 @dataclass
 class BoxCache:
-    """Box embeddings and tokens per page, for one embedder. Create one per (index, embedder) and keep it.
+    """Query-independent work per page, for one embedder and tokenizer. Create one per index and keep it.
 
-    Entries are keyed by page id and checked against a fingerprint of the page's box texts, so a
+    Entries are keyed by page id and checked against a fingerprint of the page's boxes, so a
     re-ingested page with new text is recomputed rather than served stale.
     """
 
@@ -100,17 +104,24 @@ class BoxCache:
 
     def page_text(self, page: Page) -> _PageText:
         texts = [b.text for b in page.boxes]
-        fingerprint = hashlib.sha1("\x1f".join(texts).encode("utf-8")).hexdigest()
+        boxes = [b.box for b in page.boxes]
+        fingerprint = hashlib.sha1(repr((texts, boxes)).encode("utf-8")).hexdigest()
         cached = self._pages.get(page.page_id)
         if cached is not None and cached.fingerprint == fingerprint:
             return cached
-        if texts:
-            embeddings = np.asarray(self.embedder.encode_texts(texts), dtype=np.float32)
+        contexts = reading_contexts(texts, boxes)
+        # one encoder call for the box texts and the contexts that differ from them
+        extra = sorted({c for c, t in zip(contexts, texts) if c != t})
+        vectors = np.asarray(self.embedder.encode_texts(texts + extra), dtype=np.float32) if texts else None
+        if vectors is None:
+            text_vectors = context_vectors = np.zeros((0, 0), dtype=np.float32)
         else:
-            embeddings = np.zeros((0, 0), dtype=np.float32)
-        entry = _PageText(fingerprint, embeddings, [Counter(self.tokenize(t)) for t in texts])
+            text_vectors = vectors[: len(texts)]
+            row_of = {c: len(texts) + k for k, c in enumerate(extra)}
+            context_vectors = vectors[[row_of.get(c, i) for i, c in enumerate(contexts)]]
+        entry = _PageText(fingerprint, contexts, [Counter(self.tokenize(c)) for c in contexts], text_vectors, context_vectors)
         self._pages[page.page_id] = entry
-        log.debug("embedded %d boxes of page %s", len(texts), page.page_id)
+        log.debug("cached %d boxes (%d table contexts) of page %s", len(texts), len(extra), page.page_id)
         return entry
 
     def __len__(self) -> int:
@@ -119,18 +130,15 @@ class BoxCache:
 
 def box_relevance(query: str, page: Page, cache: BoxCache, weights: RelevanceWeights = RelevanceWeights()) -> BoxScores:
     """Score every box of `page` against `query` (see the module docstring)."""
-    n = len(page.boxes)
-    if n == 0:
+    if not page.boxes:
         empty = np.zeros(0, dtype=np.float32)
-        return BoxScores(empty, empty, empty, empty)
+        return BoxScores(empty, empty, empty, [])
     text = cache.page_text(page)
     q = np.asarray(cache.embedder.encode_query(query), dtype=np.float32).reshape(-1)
-    dense = np.clip(text.embeddings @ q, 0.0, 1.0)
+    dense = np.clip(np.maximum(text.text_vectors @ q, text.context_vectors @ q), 0.0, 1.0)
     lexical = lexical_scores(cache.tokenize(query), text.tokens, k1=weights.k1, b=weights.b)
-    direct = weights.dense * dense + weights.lexical * lexical
-    table = table_scores(direct, [b.box for b in page.boxes])
-    combined = np.maximum(direct, weights.table * table)
-    return BoxScores(dense.astype(np.float32), lexical, table, combined.astype(np.float32))
+    combined = (weights.dense * dense + weights.lexical * lexical).astype(np.float32)
+    return BoxScores(dense.astype(np.float32), lexical, combined, text.contexts)
 
 
 def relevance_map(
@@ -143,8 +151,7 @@ def relevance_map(
     """Box scores for `query` painted over the whole page. `grid_shape` (rows, cols) defaults to `grid_for`."""
     scores = box_relevance(query, page, cache, weights)
     size = (page.width, page.height)
-    grid_shape = grid_shape or grid_for(size)
-    values = paint_boxes(scores.combined, [b.box for b in page.boxes], size, grid_shape)
+    values = paint_boxes(scores.combined, [b.box for b in page.boxes], size, grid_shape or grid_for(size))
     peak = float(scores.combined.max()) if len(scores.combined) else 0.0
     return RelevanceMap(values=values, extent=(0.0, 0.0, float(page.width), float(page.height)), box_scores=scores, peak=peak)
 
@@ -153,13 +160,15 @@ def relevance_map(
 
 
 def lexical_scores(query_tokens: list[str], box_tokens: list[Counter], k1: float = 1.2, b: float = 0.5) -> np.ndarray:
-    """Per box, the BM25 score of the query over the page's boxes divided by its ceiling, in [0, 1].
+    """Per box, the BM25 score of the query divided by its ceiling, in [0, 1].
 
-    IDF is computed with the boxes of this page as the documents. The ceiling is the score of a box
-    of average length holding every query term once, so a line that holds all the query's terms
-    scores about 1 and one that holds only a common term scores near 0. Query terms that occur
-    nowhere on the page add nothing to the ceiling: the score says how well a box matches compared
-    with what this page could match at best. Repeated query terms count once.
+    The boxes (term counts of their texts or reading contexts) of one page are the documents, so
+    IDF says how rare a term is on this page: a caption word that every cell of a table inherits
+    weighs little, a row header or column header weighs much. The ceiling is the score of a box of
+    average length holding every query term once, so a box holding all the query's terms scores
+    about 1 and one holding only a common term scores near 0. Query terms that occur nowhere on the
+    page add nothing to the ceiling: the score says how well a box matches compared with what this
+    page could match at best. Repeated query terms count once.
     """
     n = len(box_tokens)
     out = np.zeros(n, dtype=np.float32)
@@ -181,33 +190,6 @@ def lexical_scores(query_tokens: list[str], box_tokens: list[Counter], k1: float
     if ceiling == 0:
         return out
     return np.clip(out / ceiling, 0.0, 1.0)
-
-
-def table_scores(scores: np.ndarray, boxes: list[tuple[float, float, float, float]], min_overlap: float = 0.5) -> np.ndarray:
-    """Per box, sqrt(best score in its row x best score above it in its column), other boxes only.
-
-    Two boxes share a row when their vertical extents overlap by at least `min_overlap` of the
-    shorter one; a box is in another's column when their horizontal extents overlap by that much of
-    the narrower one and it lies above (column headers sit above the cells). Outside tables a box
-    rarely has both a matching row-mate and a matching header above, so this stays near 0 there.
-    """
-    n = len(scores)
-    if n == 0:
-        return np.zeros(0, dtype=np.float32)
-    b = np.asarray(boxes, dtype=np.float32).reshape(n, 4)
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    h = np.maximum(y2 - y1, 1e-6)
-    w = np.maximum(x2 - x1, 1e-6)
-    v_overlap = np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])
-    h_overlap = np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :])
-    same_row = v_overlap >= min_overlap * np.minimum(h[:, None], h[None, :])
-    same_col = h_overlap >= min_overlap * np.minimum(w[:, None], w[None, :])
-    above = y2[None, :] <= (y1[:, None] + 0.5 * h[:, None])  # [i, j]: box j lies above box i
-    not_self = ~np.eye(n, dtype=bool)
-    s = np.asarray(scores, dtype=np.float32)[None, :]
-    row_best = np.where(same_row & not_self, s, 0).max(axis=1)
-    col_best = np.where(same_col & above & not_self, s, 0).max(axis=1)
-    return np.sqrt(row_best * col_best).astype(np.float32)
 
 
 def grid_for(page_size: tuple[int, int], long_side: int = 96) -> tuple[int, int]:

@@ -6,7 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from search_engine.relevance import grid_for, lexical_scores, paint_boxes, table_scores
+from search_engine.reading_context import reading_contexts
+from search_engine.relevance import grid_for, lexical_scores, paint_boxes
 
 # --- paint_boxes -----------------------------------------------------------------------------------
 
@@ -119,30 +120,54 @@ def test_lexical_empty_inputs():
     assert lexical_scores(["zzz"], [Counter(["a"])]).tolist() == [0.0]
 
 
-# --- table_scores -----------------------------------------------------------------------------------
+# --- reading_contexts ------------------------------------------------------------------------------
 
 
-def test_table_cell_inherits_from_its_row_and_column_headers():
-    #            "2014" header at column 2
-    #  "China"   12.3   47.6
-    #  "Japan"   10.1   17.0
+def _table():
+    #  Outbound Trips (Mn.)                 <- caption, flush left, alone in its row
+    #  Country   2013   2014                <- header row
+    #  China     61.1   71.2
+    #  Japan     17.1    7.9                <- "7.9" answers "Japan in 2014"
+    texts = ["BIG SLIDE TITLE ABOUT EVERYTHING", "Outbound Trips (Mn.)", "Country", "2013", "2014",
+             "China", "61.1", "71.2", "Japan", "17.1", "7.9"]  # fmt: skip
     boxes = [
-        (200, 0, 260, 20),  # 0: header "2014", above the second value column
-        (0, 40, 60, 60),  # 1: China
-        (100, 40, 160, 60),  # 2: China 2013
-        (200, 40, 260, 60),  # 3: China 2014  <- the answer
-        (0, 80, 60, 100),  # 4: Japan
-        (100, 80, 160, 100),  # 5
-        (200, 80, 260, 100),  # 6: Japan 2014
-    ]
-    direct = np.array([0.8, 0.9, 0, 0, 0.1, 0, 0], dtype=np.float32)
-    table = table_scores(direct, boxes)
-    assert table.argmax() == 3
-    assert table[3] == pytest.approx(np.sqrt(0.9 * 0.8))
-    assert table[6] == pytest.approx(np.sqrt(0.1 * 0.8))  # same column, weaker row
-    assert table[2] == 0  # matching row, but no matching header above
-    assert table[1] == 0  # a row header has nothing matching above it in its column
+        (0, 0, 900, 40),
+        (0, 60, 200, 80),
+        (0, 100, 60, 120), (300, 100, 340, 120), (400, 100, 440, 120),
+        (0, 140, 50, 160), (302, 140, 338, 160), (402, 140, 438, 160),
+        (0, 180, 45, 200), (302, 180, 338, 200), (405, 180, 435, 200),
+    ]  # fmt: skip
+    return texts, boxes
 
 
-def test_table_scores_empty():
-    assert table_scores(np.zeros(0), []).shape == (0,)
+def test_a_table_cell_reads_with_caption_row_header_and_column_header():
+    texts, boxes = _table()
+    contexts = reading_contexts(texts, boxes)
+    assert contexts[10] == "Outbound Trips (Mn.): Japan 2014 7.9"
+    assert contexts[6] == "Outbound Trips (Mn.): China 2013 61.1"
+    assert contexts[8] == "Outbound Trips (Mn.): Country Japan"  # a row header reads with its column's header
+    assert contexts[4] == "Outbound Trips (Mn.): Country 2014"  # a header cell: its row header and the caption
+
+
+def test_prose_lines_read_as_themselves():
+    texts, boxes = _table()
+    contexts = reading_contexts(texts, boxes)
+    assert contexts[0] == texts[0] and contexts[1] == texts[1]
+    lines = ["First line of a paragraph", "second line of it", "third line"]
+    assert reading_contexts(lines, [(0, 0, 500, 20), (0, 25, 480, 45), (0, 50, 300, 70)]) == lines
+
+
+def test_reading_contexts_edge_cases():
+    assert reading_contexts([], []) == []
+    assert reading_contexts(["a"], [(0, 0, 1, 1)]) == ["a"]
+    with pytest.raises(ValueError, match="2 texts for 1 boxes"):
+        reading_contexts(["a", "b"], [(0, 0, 1, 1)])
+
+
+def test_reading_contexts_scale_to_many_boxes():
+    # a dense 60 x 40 grid of cells (2,400 boxes) is handled in chunks, not one 2,400^2 matrix per rule
+    texts = [f"r{r}c{c}" for r in range(60) for c in range(40)]
+    boxes = [(c * 50, r * 20, c * 50 + 40, r * 20 + 15) for r in range(60) for c in range(40)]
+    contexts = reading_contexts(texts, boxes)
+    assert contexts[41 * 40 + 7] == "r41c0 r0c7 r41c7"  # row header, column header (the top row), itself
+    assert contexts[0] == "r0c0"  # the top-left corner: no row header left of it, nothing above it
