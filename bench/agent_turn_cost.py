@@ -1,0 +1,138 @@
+"""The agent loop's own cost per turn, excluding the model: decode, resize, crop, JPEG encode,
+base64 message building and parsing, on a 5334x3000 slide (target: under 150 ms per turn).
+
+    .venv/bin/python bench/agent_turn_cost.py [--page ../shared/corpus/vrag-demo/aliyun4_1.jpg] [--repeat 10]
+
+Runs the real `run_episode` with a policy that answers instantly from a script
+(search -> bbox -> bbox on the crop -> answer) and a searcher that reads the page from disk on
+every episode (a cold decode, as for a page not seen before). Prints per-turn medians as JSON,
+plus a breakdown of the image steps timed one by one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent import protocol  # noqa: E402
+from agent.loop import AgentConfig, new_trajectory, run_episode  # noqa: E402
+from agent.policies.base import Completion  # noqa: E402
+from search_engine.types import SearchHit  # noqa: E402
+
+SCRIPT = [
+    "<think>Find the table.</think><search>pricing table</search>",
+    "<think>Zoom in.</think><bbox>[200, 100, 600, 350]</bbox>",
+    "<think>Closer.</think><bbox>[100, 80, 400, 300]</bbox>",
+    "<think>Done.</think><answer>42</answer>",
+]
+
+
+class InstantPolicy:
+    name = "instant"
+
+    def __init__(self):
+        self.replies = list(SCRIPT)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "model": "none", "description": "scripted replies, no model (benchmark)"}
+
+    def complete(self, messages):
+        return Completion(self.replies.pop(0))
+
+
+class DiskSearcher:
+    """One page, read and decoded from disk on every call (no caching)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def search(self, query, top_k):
+        return [SearchHit(rank=1, score=1.0, page_id=self.path.stem, image_file=str(self.path), source=str(self.path), page=1)]
+
+    def page_image(self, page_id):
+        image = Image.open(self.path)
+        image.load()
+        return image
+
+    def describe(self):
+        return {"kind": "disk"}
+
+
+def time_turns(page: Path, repeat: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"search": [], "bbox": [], "bbox_of_crop": [], "answer": []}
+    names = list(times)
+    for _ in range(repeat):
+        policy, config = InstantPolicy(), AgentConfig(max_turns=4)
+        traj = new_trajectory("q", policy, config)
+        episode = run_episode(traj, policy, DiskSearcher(page), config)
+        for name in names:
+            started = time.perf_counter()
+            next(episode)
+            times[name].append(time.perf_counter() - started)
+        assert traj.finished, traj.turns[-1]
+    return times
+
+
+def time_steps(page: Path, repeat: int) -> dict[str, list[float]]:
+    steps: dict[str, list[float]] = {"decode": [], "resize": [], "encode": [], "crop": []}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        image = Image.open(page)
+        image.load()
+        t1 = time.perf_counter()
+        small = image.resize(protocol.input_size(*image.size))
+        t2 = time.perf_counter()
+        protocol.prepare_image(small)  # no resize needed any more: RGB + JPEG only
+        t3 = time.perf_counter()
+        view = protocol.page_view("p.jpg", page.stem, str(page), image.size)
+        protocol.crop_page(image, protocol.crop_region(view, [200, 100, 600, 350]))
+        t4 = time.perf_counter()
+        for key, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            steps[key].append(dt)
+    return steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--page", default=str(ROOT / ".." / "shared" / "corpus" / "vrag-demo" / "aliyun4_1.jpg"))
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    page = Path(args.page)
+    if not page.is_file():
+        print(f"error: no page image at {page}", file=sys.stderr)
+        return 2
+    size = Image.open(page).size
+    time_turns(page, 1)  # warm-up (imports, allocator)
+    turns = time_turns(page, args.repeat)
+    steps = time_steps(page, args.repeat)
+    ms = lambda xs: round(1000 * statistics.median(xs), 1)  # noqa: E731
+    result = {
+        "page": page.name,
+        "page_size": list(size),
+        "repeat": args.repeat,
+        "turn_ms_median": {k: ms(v) for k, v in turns.items()},
+        "turn_ms_max": {k: round(1000 * max(v), 1) for k, v in turns.items()},
+        "step_ms_median": {k: ms(v) for k, v in steps.items()},
+        "target_ms": 150,
+        "worst_turn_median_ms": max(ms(v) for v in turns.values()),
+    }
+    try:
+        import os
+
+        result["load_average_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
