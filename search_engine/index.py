@@ -13,6 +13,7 @@ Sources are processed in sorted path order, so which file keeps the plain stem i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -51,6 +52,9 @@ class DocumentIndex:
         self._store = store
         self._embedder = embedder
         self._ocr = ocr
+        self._reset()
+
+    def _reset(self) -> None:
         self._records: dict[str, SourceRecord] = {}
         self._pages: dict[str, Page] = {}
         self._vid_of: dict[str, int] = {}
@@ -58,6 +62,7 @@ class DocumentIndex:
         self._lexical = LexicalIndex()
         self._dense: DenseIndex | None = None
         self._next_vid = 0
+        self._stamp: tuple = ()
 
     # ---- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -77,15 +82,26 @@ class DocumentIndex:
         if embedder is not None and embedder.name != config.embedder:
             raise ValueError(f"embedder {embedder.name!r} does not match config.embedder {config.embedder!r}")
         index = cls(store, config, embedder, ocr)
-        if stored is None:
-            store.create(config.to_dict())
-        elif IndexConfig.from_dict(stored).identity() != config.identity():
-            index._rebuild(stored)
-            return index
-        else:
-            store.create(config.to_dict())  # search-time settings may have changed
-        index._load()
+        if stored != config.to_dict():
+            with store.writer_lock():  # creating, re-configuring or rebuilding: one writer at a time
+                stored = store.read_config()
+                if stored and IndexConfig.from_dict(stored).identity() != config.identity():
+                    index._rebuild(stored)
+                elif stored != config.to_dict():
+                    store.create(config.to_dict())  # new index, or only search-time settings changed
+        if not index._stamp:
+            index._load()
         return index
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Hold the folder's writer lock; first catch up with whatever another writer committed."""
+        with self._store.writer_lock():
+            if self._store.stamp() != self._stamp:
+                self._reset()
+                self._load()
+            yield
+            self._stamp = self._store.stamp()
 
     def _rebuild(self, stored: dict) -> None:
         old = IndexConfig.from_dict(stored).identity() if stored else {}
@@ -97,9 +113,11 @@ class DocumentIndex:
         self._load()
         still_there = [s for s in sources if Path(s).exists()]
         if still_there:
-            self.add(still_there)
+            self._sync(still_there, None, drop_missing=False)
+        self._stamp = self._store.stamp()
 
     def _load(self) -> None:
+        stamp = self._store.stamp()  # before reading: a concurrent commit then makes the next writer reload
         records = self._store.load_records()
         for record in records:
             self._install(record, add_vectors=False)
@@ -108,6 +126,7 @@ class DocumentIndex:
             self._dense = DenseIndex.load(self._store.dense_path, self.config.dense)
             self._next_vid = max(self._next_vid, 1 + int(max(self._dense.ids(include_removed=True), default=-1)))
         self._reconcile_dense()
+        self._stamp = stamp
 
     def _reconcile_dense(self) -> None:
         """Make the FAISS checkpoint hold exactly the records' vectors (it may lag after a crash)."""
@@ -126,9 +145,8 @@ class DocumentIndex:
             rows = [i for i, v in enumerate(record.vids) if v in missing]
             if rows:
                 self._dense.add([record.vids[i] for i in rows], record.vectors[rows])
-        if stale or missing:
+        if stale or missing:  # saved by the next ingest; a reader must not write
             log.info("dense index caught up with the records: -%d +%d vectors", len(stale), len(missing))
-            self._dense.save(self._store.dense_path)
 
     # ---- models (loaded on first use) --------------------------------------------------------------
     @property
@@ -179,11 +197,13 @@ class DocumentIndex:
     def ingest(self, paths, progress: Progress | None = None) -> IngestReport:
         """Sync the index with `paths`: add new and changed files, drop pages of files that are gone
         from under these paths (or can no longer be read). Other indexed sources are left alone."""
-        return self._sync(paths, progress, drop_missing=True)
+        with self._writing():
+            return self._sync(paths, progress, drop_missing=True)
 
     def add(self, paths, progress: Progress | None = None) -> IngestReport:
         """Add new and changed files under `paths`; never drops anything."""
-        return self._sync(paths, progress, drop_missing=False)
+        with self._writing():
+            return self._sync(paths, progress, drop_missing=False)
 
     def _sync(self, paths, progress: Progress | None, drop_missing: bool) -> IngestReport:
         started = time.perf_counter()
@@ -302,6 +322,10 @@ class DocumentIndex:
     def remove(self, items: Iterable[str]) -> list[str]:
         """Remove page ids, source files, or every source under a folder. Returns the removed page ids.
         A removed page of an unchanged PDF stays removed until that PDF changes."""
+        with self._writing():
+            return self._remove(items)
+
+    def _remove(self, items: Iterable[str]) -> list[str]:
         removed: list[str] = []
         for item in [items] if isinstance(items, str) else items:
             item = str(item)

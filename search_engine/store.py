@@ -11,11 +11,14 @@ Crash safety: every file is written to a temporary name and moved into place wit
 reader sees the old or the new version, never half of one. A source is committed by writing its
 record last (after its images); a record is removed before its images. A killed ingest therefore
 leaves at most unreferenced images, which `remove_orphan_images` deletes when the next ingest starts,
-and that ingest redoes only the source that was in progress. One writer at a time per index folder.
+and that ingest redoes only the source that was in progress. Writers (ingest, remove) in different
+processes take turns through an flock on <index>/.lock; readers never block.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -95,6 +98,30 @@ class IndexStore:
         self.sources_dir.mkdir(parents=True, exist_ok=True)
         self.images_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.config_path, json.dumps(config, indent=2).encode(), durable=True)
+
+    @contextlib.contextmanager
+    def writer_lock(self):
+        """Exclusive across processes (and DocumentIndex objects) while held; blocks until free."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process writing to %s", self.folder)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def stamp(self) -> tuple:
+        """Changes whenever a record or the dense checkpoint is written or removed by anyone."""
+        def mtime(path: Path) -> int:
+            try:
+                return path.stat().st_mtime_ns
+            except FileNotFoundError:
+                return 0
+        return mtime(self.sources_dir), mtime(self.dense_path), mtime(self.config_path)
 
     def read_config(self) -> dict | None:
         try:
