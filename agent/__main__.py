@@ -52,9 +52,7 @@ def _policy(args, index):
         if not args.model:
             raise UserError("the transformers policy needs --model: a local Qwen2.5-VL folder (e.g. a download of autumncc/Qwen2.5-VL-7B-VRAG)")
         return make_policy("transformers", model=args.model, max_new_tokens=args.max_tokens, temperature=args.temperature)
-    if index is None:
-        raise UserError("the offline policy reads page text from a local index: give --index DIR")
-    return make_policy("offline", index=index)
+    return make_policy("offline", index=index)  # borrows the index's OCR engine when there is one
 
 
 def _config(args):

@@ -64,7 +64,6 @@ def test_ask_with_the_server_down_saves_the_partial_run(index_dir, tmp_path, cap
     (["ask", "   ", "--index", "X", "--out", "OUT"], "error: the question is empty"),
     (["ask", "q?", "--index", "INDEX", "--max-turns", "0", "--out", "OUT"], "error: max_turns must be a positive integer"),
     (["ask", "q?", "--index", "INDEX", "--policy", "transformers", "--out", "OUT"], "error: the transformers policy needs --model"),
-    (["ask", "q?", "--search-url", "http://127.0.0.1:9", "--policy", "offline", "--out", "OUT"], "error: the offline policy reads page text from a local index"),
     (["eval", "--dataset", "/nonexistent.json", "--index", "INDEX", "--out", "OUT"], "error: no dataset file at /nonexistent.json"),
 ])
 def test_user_errors_are_one_line(argv, message, index_dir, tmp_path, capsys):
