@@ -48,6 +48,14 @@ def test_normalize_base_url(given, expected):
     assert normalize_base_url(given) == expected
 
 
+@pytest.mark.parametrize("bad", ["", "http://", "::::", "ftp://host/v1", "http://host:99999/v1", "http://256.1.1.1:8001/v1"])
+def test_invalid_urls_are_clear_errors(bad):
+    with pytest.raises(PolicyError, match="is not a valid endpoint URL"):
+        OpenAIChatPolicy(base_url=bad)
+    status = health(bad)
+    assert status["ok"] is False and "is not a valid endpoint URL" in status["error"]
+
+
 def test_connection_refused_names_the_endpoint():
     url = closed_port_url()
     policy = OpenAIChatPolicy(base_url=url, model=MODEL, timeout=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+import httpx2  # the HTTP library of the openai client (installed with it)
 import openai
 
 from agent.policies.base import Completion, PolicyError
@@ -27,11 +28,24 @@ _IMAGE_LIMIT_WORDS = ("at most", "limit-mm-per-prompt", "multimodal items", "ima
 
 
 def normalize_base_url(base_url: str) -> str:
-    """`http://host:8001` -> `http://host:8001/v1` (the OpenAI client wants the /v1 prefix)."""
-    base_url = base_url.strip().rstrip("/")
+    """`http://host:8001` -> `http://host:8001/v1` (the OpenAI client wants the /v1 prefix).
+
+    Raises ValueError, naming the URL, for anything that is not an http(s) URL with a host.
+    """
+    given = base_url
+    base_url = (base_url or "").strip()
     if "://" not in base_url:
         base_url = "http://" + base_url
-    if urlsplit(base_url).path in ("", "/"):
+    base_url = base_url.rstrip("/")
+    parts = urlsplit(base_url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+        httpx2.URL(base_url)  # the URL parser the openai client itself uses
+    except (ValueError, httpx2.InvalidURL) as e:
+        raise ValueError(f"{given!r} is not a valid endpoint URL ({e}); use e.g. {DEFAULT_BASE_URL}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{given!r} is not a valid endpoint URL; use e.g. {DEFAULT_BASE_URL}")
+    if parts.path in ("", "/"):
         base_url += "/v1"
     return base_url
 
@@ -50,7 +64,10 @@ class OpenAIChatPolicy:
         max_retries: int = 0,
         client: openai.OpenAI | None = None,
     ):
-        self.base_url = normalize_base_url(base_url)
+        try:
+            self.base_url = normalize_base_url(base_url)
+        except ValueError as e:
+            raise PolicyError(str(e)) from None
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -126,7 +143,10 @@ def health(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> dict:
 
     Returns {"ok": bool, "url": ..., "models": [ids], "error": str | None}; never raises.
     """
-    base = normalize_base_url(base_url)
+    try:
+        base = normalize_base_url(base_url)
+    except ValueError as e:
+        return {"ok": False, "url": str(base_url), "models": [], "error": str(e)}
     url = f"{base}/models"
     client = openai.OpenAI(base_url=base, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
     try:
