@@ -153,7 +153,7 @@ def warm_up(searcher) -> None:
     """Load an in-process index's embedder now (under the caller's spinner), not inside the first turn."""
     index = getattr(searcher, "index", None)
     if index is not None and len(index):
-        index.embedder
+        _ = index.embedder  # the property loads the model
 
 
 def searcher(index_folder: Path):
@@ -249,11 +249,21 @@ def default_policy() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _transformers_policy(model_folder: str):
-    """The in-process model, loaded once per folder: it holds weights, not a user's state
-    (`complete(messages)` depends only on the messages it is given)."""
     from agent.policies import make_policy
 
     return make_policy("transformers", model=model_folder)
+
+
+def transformers_policy(model_folder: str):
+    """The in-process model, loaded once per folder and shared: it holds weights, not a user's state
+    (`complete(messages)` depends only on the messages it is given). The attention panel re-uses
+    its loaded weights. UserFacingError when the folder holds no usable model."""
+    from agent.policies import PolicyError
+
+    try:
+        return _transformers_policy(model_folder)
+    except PolicyError as e:
+        raise UserFacingError(str(e)) from e
 
 
 def build_policy(name: str, s: Settings, index_folder: Path):
@@ -266,7 +276,7 @@ def build_policy(name: str, s: Settings, index_folder: Path):
         if name == "transformers":
             if not s.transformers_model.strip():
                 raise UserFacingError("The transformers policy needs a local Qwen2.5-VL model folder: set it on the Settings page (weights cannot be downloaded here).")
-            return _transformers_policy(s.transformers_model.strip())
+            return transformers_policy(s.transformers_model.strip())
         return make_policy("offline", index=open_index(index_folder))
     except PolicyError as e:
         raise UserFacingError(str(e)) from e

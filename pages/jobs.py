@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from pages.common import md_escape
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
@@ -103,6 +105,6 @@ def wait(job: Job, poll_seconds: float = 0.25) -> Job:
 
 
 def _text(job: Job) -> str:
-    counts = f"{job.done} / {job.total} pages" if job.total else "starting"
+    counts = f"{job.done} / {job.total} pages, " if job.total else ""
     message = f": {job.message}" if job.message else ""
-    return f"{job.label} ({counts}, {job.seconds:.0f} s){message}"
+    return md_escape(f"{job.label} ({counts}{job.seconds:.0f} s){message}")

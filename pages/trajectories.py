@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from agent.trajectory import Trajectory, TrajectoryFormatError, TrajectoryStore
-from pages import common, report, trajectory_io
+from pages import attention_panel, common, report, trajectory_io
 from pages.turn_view import TurnSource, header_row, render_turn, render_turn_compact
 
 st.title("Trajectories")
@@ -138,6 +138,7 @@ export_zip.download_button(
     mime="application/zip", icon=":material/folder_zip:", key="traj_export_zip", on_click="ignore",
 )
 
+attention_panel.show(traj, folder)
 source = TurnSource(traj, folder=folder, index_folder=_index_folder(traj))
 if not traj.turns:
     st.info("This run has no turns.")

@@ -284,54 +284,82 @@ def heat_view(turn: Turn, trajectory: Trajectory) -> ImageView | None:
 
 
 def _heatmap(turn: Turn, source: TurnSource, key: str) -> None:
-    view = heat_view(turn, source.trajectory)
-    if view is None:
+    kinds = heat_kinds(turn, source)
+    if not kinds:
         st.caption("No page seen yet.")
         return
-    _heatmap_cell(turn, source, key, view)
+    _heatmap_cell(turn, source, key, kinds)
 
 
 @st.fragment
-def _heatmap_cell(turn: Turn, source: TurnSource, key: str, view: ImageView) -> None:
+def _heatmap_cell(turn: Turn, source: TurnSource, key: str, kinds: dict[str, Callable[[], "HeatMap"]]) -> None:
     """A fragment: moving the opacity slider redraws this cell only, not the whole page."""
     from agent.figures import page_figure
 
-    picture = source.page_picture(view)
+    names = list(kinds)
+    kind = names[0]
+    if len(names) > 1:
+        kind = st.selectbox("Map", names, key=f"{key}-heatkind", label_visibility="collapsed") or names[0]
+    opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}-opacity")
+    heat = kinds[kind]()
+    picture = source.page_picture(heat.view)
     if picture is None:
         st.caption("The page image is missing.")
         return
     image, region = picture
-    kinds = heat_kinds(turn, source)
-    kind = st.segmented_control("Map", list(kinds), default=next(iter(kinds)), key=f"{key}-heatkind", label_visibility="collapsed") if len(kinds) > 1 else next(iter(kinds))
-    opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}-opacity")
-    found = kinds.get(kind or next(iter(kinds)))()
-    boxes = [(turn.bbox_page, "crop", CROP_COLOUR)] if turn.action == "bbox" and turn.bbox_page else []
-    if found is None:
-        st.caption("No map for this page (its index is not on this machine).")
+    boxes = [(turn.bbox_page, "crop", CROP_COLOUR)] if turn.action == "bbox" and turn.bbox_page and turn.acted_on and turn.acted_on.page_id == heat.view.page_id else []
+    if heat.values is None:
         figure = page_figure(image, region=region, boxes=boxes, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE)
     else:
-        values, extent, note = found
         figure = page_figure(
-            image, region=region, heatmap=values, heatmap_extent=extent, boxes=boxes, opacity=opacity,
-            heatmap_name=kind or "score", height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE,
+            image, region=region, heatmap=heat.values, heatmap_extent=heat.extent, boxes=boxes, opacity=opacity,
+            heatmap_name=heat.name, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE,
         )
-        st.caption(common.md_escape(note))
+    st.caption(common.md_escape(heat.note))
     _figure(f"{key}-heat", figure)
 
 
-def heat_kinds(turn: Turn, source: TurnSource) -> dict[str, Callable[[], tuple | None]]:
-    """The maps this turn can show, by label: retrieval relevance always, model attention where stored."""
+@dataclass
+class HeatMap:
+    view: ImageView  # the image whose page the map is drawn over
+    values: object  # 2-D array in [0, 1], or None when no map is available (note says why)
+    extent: tuple[float, float, float, float] | None
+    name: str
+    note: str
+
+
+def heat_kinds(turn: Turn, source: TurnSource) -> dict[str, Callable[[], HeatMap]]:
+    """The maps this turn can show, by label: retrieval relevance on its page, and the model's
+    attention on each image in context where the trajectory stores it (agent/attention.py)."""
     view = heat_view(turn, source.trajectory)
-    query = heat_query(turn, source.trajectory)
+    kinds: dict[str, Callable[[], HeatMap]] = {}
+    if view is not None:
+        query = heat_query(turn, source.trajectory)
 
-    def retrieval():
-        found = relevance(source.index_folder, view.page_id, query)
-        if found is None:
-            return None
-        values, extent, peak = found
-        return values, extent, f"retrieval relevance of “{query[:60]}” (best box {peak:.2f})"
+        def retrieval() -> HeatMap:
+            found = relevance(source.index_folder, view.page_id, query)
+            if found is None:
+                return HeatMap(view, None, None, "relevance", "No relevance map: the index this run searched is not on this machine.")
+            values, extent, peak = found
+            return HeatMap(view, values, extent, "relevance", f"retrieval relevance of “{query[:60]}” (best box {peak:.2f})")
 
-    return {"relevance": retrieval}
+        kinds["retrieval relevance"] = retrieval
+    if source.folder is not None and any(k.startswith("attention:") for k in turn.maps):
+        from agent.attention import load_attention_maps
+
+        maps = sorted(load_attention_maps(source.folder, source.trajectory, turn.index), key=lambda m: m.view.file != getattr(view, "file", None))
+        shares = {k: v for k, v in turn.scores.items() if k.startswith("attention_")}
+        for m in maps:
+            label = f"model attention on {m.view.file}"
+
+            def attention(m=m) -> HeatMap:
+                peak = float(m.values.max()) if m.values.size else 0.0
+                values = m.values / peak if peak > 0 else m.values
+                extra = ", ".join(f"{k.removeprefix('attention_').replace('_', ' ')} {v:.2f}" for k, v in shares.items())
+                return HeatMap(m.view, values, m.extent, "attention", f"model attention over {m.view.page_id} (mass {float(m.values.sum()):.3f}{'; ' + extra if extra else ''})")
+
+            kinds[label] = attention
+    return kinds
 
 
 def render_turn_compact(turn: Turn, source: TurnSource, key: str) -> None:

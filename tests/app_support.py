@@ -1,0 +1,80 @@
+"""Shared set-up for the app tests (tests/test_app_*.py and tests/test_browser.py).
+
+A "small real index" is the project's own sample index (a generated 4-page report PDF, one page
+of it OCR'd), built once per test process and copied into each test's data root, so every test
+starts from the same real index without paying for ingestion again.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
+ENV_VARS = ("VRAG_STUDIO_DATA", "VRAG_STUDIO_INDEX", "VRAG_BASE_URL", "VRAG_MODEL", "VRAG_POLICY", "VRAG_SEARCH_URL", "VRAG_TRANSFORMERS_MODEL")
+
+
+@functools.lru_cache(maxsize=1)
+def _sample_template() -> Path:
+    from search_engine.sample_corpus import build_sample_index
+
+    root = Path(tempfile.mkdtemp(prefix="vrag-app-template-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    build_sample_index(root)
+    return root
+
+
+def copy_sample_data(dest: Path) -> Path:
+    """A data root at `dest` holding data/indexes/sample (and its source PDF under samples/)."""
+    shutil.copytree(_sample_template(), dest)
+    return dest
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def data_root(tmp_path, clean_env) -> Path:
+    """A data root with the sample index, set as VRAG_STUDIO_DATA for the app under test."""
+    root = copy_sample_data(tmp_path / "data")
+    clean_env.setenv("VRAG_STUDIO_DATA", str(root))
+    return root
+
+
+def app(page: str | None = None, timeout: float = 240) -> AppTest:
+    """The app as a browser session would see it: app.py run once, then switched to `page`."""
+    at = AppTest.from_file(str(APP), default_timeout=timeout).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def all_text(at: AppTest) -> str:
+    """Every text-like value on the page (markdown, captions, alerts, text, code), joined."""
+    parts = []
+    for kind in ("markdown", "caption", "text", "code", "error", "warning", "info", "success", "title", "subheader"):
+        parts += texts(getattr(at, kind))
+    return "\n".join(parts)
+
+
+def unescape_md(text: str) -> str:
+    """Undo pages.common.md_escape (what the reader sees)."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", text)
