@@ -200,7 +200,7 @@ def test_timing_and_tokens_recorded():
 
 # --- 10,000 random replies ------------------------------------------------------------------
 
-SMALL = {f"p_{i}": noise_page(300, 220, i) for i in range(4)}  # small pages keep this fast
+SMALL = {f"p_{i}": noise_page(448, 448, i) for i in range(4)}  # 200,704 px: sent unresized, which keeps this fast
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
