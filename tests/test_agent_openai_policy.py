@@ -118,3 +118,19 @@ def test_health():
 def test_unknown_policy_name():
     with pytest.raises(PolicyError, match="unknown policy 'gpt'; choose one of: vllm, transformers, offline"):
         make_policy("gpt")
+
+
+def test_factory_reports_a_missing_policy_module(monkeypatch):
+    from agent import policies
+
+    monkeypatch.setitem(policies.POLICIES, "later", ("agent.policies.not_written_yet", "Later"))
+    with pytest.raises(PolicyError, match=r"the 'later' policy is not available in this build \(agent.policies.not_written_yet is missing\)"):
+        make_policy("later")
+    monkeypatch.setitem(policies.POLICIES, "nameless", ("agent.policies.openai_chat", "NoSuchClass"))
+    with pytest.raises(PolicyError, match="defines no NoSuchClass"):
+        make_policy("nameless")
+
+
+def test_factory_drops_none_options():
+    policy = make_policy("vllm", base_url="http://gpu:8001", model=None, temperature=None)
+    assert policy.model == "Qwen/Qwen2.5-VL-7B-Instruct" and policy.base_url == "http://gpu:8001/v1" and policy.temperature is None
