@@ -63,6 +63,8 @@ def tokens_in_span(offsets: np.ndarray, start: int, end: int) -> np.ndarray:
     """Positions of the tokens whose character range [a, b) overlaps [start, end).
 
     `offsets` is the tokenizer's offset mapping, shape (n_tokens, 2). Zero-width tokens never match.
+    A token straddling an edge counts: Qwen's BPE writes "<bbox>[" as "<", "bbox", ">[", so the
+    step that opened the coordinates is kept, and a one-word answer merged with ">" is never lost.
     """
     offsets = np.asarray(offsets)
     a, b = offsets[:, 0], offsets[:, 1]
