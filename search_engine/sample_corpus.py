@@ -59,7 +59,7 @@ EXAMPLE_QUESTIONS: tuple[ExampleQuestion, ...] = (
     ExampleQuestion(
         "What water tariff did the board approve for 2026?", "EUR 2.15 per cubic metre", f"{REPORT_STEM}_4"
     ),
-    ExampleQuestion("2025年管网漏损率降到了多少？", "9.8%", f"{REPORT_STEM}_1"),
+    ExampleQuestion("水务局的管网漏损率降到了多少？", "9.8%", f"{REPORT_STEM}_1"),
 )
 
 
