@@ -5,7 +5,9 @@ Each retriever gives a ranking: page ids best first with its own scores. Two way
   retrievers' score scales do not matter; a page missing from a ranking contributes nothing.
 - "score": min-max normalise each retriever's scores over its candidates to [0, 1] and take the
   weighted sum. Keeps the size of score gaps (a lexical hit on a rare number stands out).
-bench/retrieval_quality.py compares them; `FusionConfig` holds the chosen default.
+bench/retrieval_quality.py compares them. Score fusion is the default: on the demo dev questions it
+ranked the gold page first for 29/31 against 23/31 for RRF, because RRF gives a full vote to MiniLM's
+near-random ranking of Chinese queries, while min-max scaling leaves a flat dense score little say.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ Ranking = tuple[np.ndarray, np.ndarray]  # (scores, ids), best first
 
 @dataclass
 class FusionConfig:
-    method: str = "rrf"  # "rrf" | "score"
+    method: str = "score"  # "score" | "rrf"
     weights: dict[str, float] = field(default_factory=lambda: {"dense": 1.0, "lexical": 1.0})
     rrf_k: float = 60.0
 
