@@ -1,0 +1,162 @@
+"""The search engine's parts on their own: tokenizer, query limits, dense and lexical indexes, fusion."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search_engine.dense import DenseConfig, DenseIndex
+from search_engine.fusion import FusionConfig, fuse
+from search_engine.lexical import LexicalIndex
+from search_engine.query import MAX_QUERY_CHARS, MAX_TOP_K, QueryError, validate_query
+from search_engine.tokenize import tokenize
+
+
+# ---- tokenize ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Revenue grew 12.5% in 2019", ["revenue", "grew", "12.5", "2019"]),
+        ("US$1,234.5 million (Q3)", ["us", "1234.5", "million", "q3"]),
+        ("ＦＵＬＬ－ＷＩＤＴＨ ５０％", ["full", "width", "50"]),  # NFKC folds full-width forms
+        ("What is the share of the market?", ["share", "market"]),  # English stop words dropped
+        ("云栖大会", ["云", "栖", "大", "会", "云栖", "栖大", "大会"]),
+        ("VPC诞生", ["vpc", "诞", "生", "诞生"]),
+        ("哪一年的", ["一", "年", "哪一", "一年", "年的"]),  # function characters only as bigrams
+    ],
+)
+def test_tokenize(text, expected):
+    assert tokenize(text) == expected
+
+
+def test_tokenize_keeps_everything_when_asked():
+    assert tokenize("the 的", stopwords=False) == ["the", "的"]
+
+
+# ---- query limits --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "query, top_k, message",
+    [
+        ("", 10, "empty"),
+        ("  \n\t ", 10, "empty"),
+        ("x" * 100_000, 10, f"maximum is {MAX_QUERY_CHARS:,}"),
+        ("ok", 0, "between 1 and"),
+        ("ok", 10_000, "between 1 and"),
+        ("ok", -3, "between 1 and"),
+        ("ok", "5", "integer"),
+        ("ok", True, "integer"),
+        (None, 10, "string"),
+    ],
+)
+def test_bad_queries_are_refused_with_a_reason(query, top_k, message):
+    with pytest.raises(QueryError, match=message):
+        validate_query(query, top_k)
+
+
+def test_good_query_is_stripped():
+    assert validate_query("  revenue 2019 \n", MAX_TOP_K) == "revenue 2019"
+    assert validate_query("y" * MAX_QUERY_CHARS, 1) == "y" * MAX_QUERY_CHARS
+
+
+# ---- dense ---------------------------------------------------------------------------------------
+def _vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_dense_finds_each_vector_itself_and_forgets_removed_ones(kind, tmp_path):
+    vectors = _vectors(500)
+    dense = DenseIndex(32, DenseConfig(kind=kind))
+    dense.add(np.arange(1000, 1500), vectors)
+    scores, ids = dense.search(vectors[:20], 3)
+    assert (ids[:, 0] == np.arange(1000, 1020)).all()
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)  # cosine of a vector with itself
+
+    dense.remove([1000, 1001, 9999])  # an unknown id is ignored
+    assert len(dense) == 498
+    _, ids = dense.search(vectors[:2], 5)
+    assert 1000 not in ids and 1001 not in ids
+
+    dense.save(tmp_path / "dense.npz")
+    again = DenseIndex.load(tmp_path / "dense.npz", DenseConfig(kind=kind))
+    assert again.kind == kind and len(again) == 498
+    assert (again.search(vectors[2:10], 3)[1] == dense.search(vectors[2:10], 3)[1]).all()
+
+
+def test_dense_auto_switches_to_hnsw_above_exact_max():
+    dense = DenseIndex(32, DenseConfig(kind="auto", exact_max=100))
+    dense.add(np.arange(100), _vectors(100))
+    assert dense.kind == "flat"
+    dense.add(np.arange(100, 150), _vectors(50, seed=1))
+    assert dense.kind == "hnsw" and len(dense) == 150
+    _, ids = dense.search(_vectors(100)[:5], 1)
+    assert (ids[:, 0] == np.arange(5)).all()
+
+
+def test_dense_hnsw_compacts_after_many_removals():
+    dense = DenseIndex(32, DenseConfig(kind="hnsw", compact_ratio=0.2))
+    dense.add(np.arange(100), _vectors(100))
+    dense.remove(np.arange(10))
+    assert len(dense.ids(include_removed=True)) == 100  # tombstones, not yet compacted
+    dense.remove(np.arange(10, 25))
+    assert len(dense.ids(include_removed=True)) == 75  # compacted: tombstones gone
+    assert set(dense.search(_vectors(100)[25:26], 75)[1][0]) == set(range(25, 100))
+
+
+def test_dense_refuses_reused_ids_and_wrong_shapes():
+    dense = DenseIndex(8, DenseConfig(kind="flat"))
+    dense.add([1, 2], _vectors(2, 8))
+    with pytest.raises(ValueError, match="new and unique"):
+        dense.add([2], _vectors(1, 8))
+    with pytest.raises(ValueError, match="dim 8"):
+        dense.add([3], _vectors(1, 9))
+
+
+def test_dense_search_on_an_empty_index():
+    scores, ids = DenseIndex(8).search(_vectors(2, 8), 4)
+    assert ids.shape == (2, 4) and (ids == -1).all()
+
+
+# ---- lexical -------------------------------------------------------------------------------------
+def test_bm25_ranks_rare_matching_terms_first():
+    lexical = LexicalIndex()
+    lexical.add(1, tokenize("outbound travel market in APAC by 2020"))
+    lexical.add(2, tokenize("credit card penetration in Singapore is 34%"))
+    lexical.add(3, tokenize("travel agents and travel apps in China"))
+    scores, ids = lexical.search(tokenize("credit card penetration Singapore"), 10)
+    assert list(ids) == [2] and scores[0] > 0
+    assert list(lexical.search(tokenize("travel"), 10)[1]) == [3, 1]  # more "travel" in page 3
+    lexical.remove(3)
+    assert list(lexical.search(tokenize("travel"), 10)[1]) == [1]
+    assert len(lexical.search(tokenize("nothing matches"), 10)[1]) == 0
+
+
+def test_bm25_on_empty_and_textless_pages():
+    lexical = LexicalIndex()
+    assert len(lexical.search(["x"], 5)[1]) == 0
+    lexical.add(7, [])
+    assert len(lexical.search(["x"], 5)[1]) == 0
+
+
+# ---- fusion --------------------------------------------------------------------------------------
+def _ranking(pairs):
+    return np.array([s for _, s in pairs], np.float32), np.array([i for i, _ in pairs], np.int64)
+
+
+def test_score_fusion_lets_a_clear_lexical_winner_beat_a_flat_dense_ranking():
+    rankings = {
+        "dense": _ranking([(1, 0.62), (2, 0.61), (3, 0.40)]),  # nearly flat at the top
+        "lexical": _ranking([(2, 9.0), (3, 1.0)]),
+    }
+    _, ids = fuse(rankings, FusionConfig(method="score"), 3)
+    assert list(ids) == [2, 1, 3]
+
+
+def test_rrf_uses_ranks_only():
+    rankings = {"dense": _ranking([(1, 0.9), (2, 0.1)]), "lexical": _ranking([(2, 50.0), (1, 49.0)])}
+    scores, ids = fuse(rankings, FusionConfig(method="rrf", rrf_k=60), 2)
+    assert np.isclose(scores[0], scores[1])  # each page is once first, once second
+
+
+def test_fusion_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse({}, FusionConfig(method="magic"), 3)
