@@ -34,7 +34,7 @@ def open_index(tmp_path, embedder, ocr):
 @pytest.mark.parametrize("rotation", [0, 90])
 def test_pdf_text_layer_gives_word_boxes_in_page_pixels(tmp_path, open_index, rotation):
     make_pdf(tmp_path / "memo.pdf", ["Quarterly"], fontsize=30, rotation=rotation)
-    index = open_index()
+    index = open_index(config=IndexConfig(min_text_chars=5))  # one word is a text layer here: no OCR
     report = index.ingest([tmp_path / "memo.pdf"])
     assert report.added == ["memo_1"]
     page = index.page("memo_1")
@@ -72,9 +72,9 @@ def test_image_and_scanned_pdf_pages_are_ocrd(tmp_path, open_index):
 def test_page_ids_follow_reference_naming_and_stay_unique(tmp_path, open_index):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    make_pdf(tmp_path / "a" / "report.pdf", ["alpha one", "alpha two"])
-    make_pdf(tmp_path / "b" / "report.pdf", ["beta one"])
-    make_pdf(tmp_path / "a" / "report_1.pdf", ["gamma"])  # would give report_1_1: no clash
+    make_pdf(tmp_path / "a" / "report.pdf", ["alpha report, first page", "alpha report, second page"])
+    make_pdf(tmp_path / "b" / "report.pdf", ["beta report, the only page"])
+    make_pdf(tmp_path / "a" / "report_1.pdf", ["gamma report, the only page"])  # would give report_1_1: no clash
     make_text_image(tmp_path / "a" / "report_2.png", ["Delta"])  # clashes with report_2 of a/report.pdf
     index = open_index()
     report = index.ingest([tmp_path / "a", tmp_path / "b"])
@@ -92,7 +92,7 @@ def test_page_ids_follow_reference_naming_and_stay_unique(tmp_path, open_index):
 def test_odd_file_names(tmp_path, open_index):
     folder = tmp_path / "my docs ü"
     folder.mkdir()
-    make_pdf(folder / "Annual report 2023 – 年报.pdf", ["Net income rose"])
+    make_pdf(folder / "Annual report 2023 – 年报.pdf", ["Net income rose by four percent"])
     index = open_index()
     report = index.ingest([folder])
     assert report.added == ["Annual report 2023 – 年报_1"] and not report.skipped
@@ -105,7 +105,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_indexed(tmp_path, o
     d = tmp_path / "mixed"
     d.mkdir()
     make_pdf(d / "good.pdf", ["Good page about solar panels"])
-    make_pdf(d / "locked.pdf", ["secret"], encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="own")
+    make_pdf(d / "locked.pdf", ["a secret page nobody can open"], encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="own")
     make_pdf(d / "owner-only.pdf", ["readable wind turbines"], encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="own")
     (d / "corrupt.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
     (d / "empty.pdf").write_bytes(b"")
@@ -145,7 +145,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_indexed(tmp_path, o
 
 def test_a_poster_sized_pdf_page_is_rendered_within_the_pixel_limit(tmp_path, open_index):
     doc = pymupdf.open()
-    doc.new_page(width=14400, height=14400).insert_text((100, 200), "Giant poster headline", fontsize=120)
+    doc.new_page(width=14400, height=14400).insert_text((100, 200), "Giant poster headline for the summer fair", fontsize=120)
     doc.save(tmp_path / "poster.pdf")
     index = open_index(config=IndexConfig(max_image_pixels=4_000_000))
     index.ingest([tmp_path / "poster.pdf"])
