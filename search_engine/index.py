@@ -14,6 +14,7 @@ Sources are processed in sorted path order, so which file keeps the plain stem i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -23,7 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from .config import IndexConfig
+from .config import FORMAT_VERSION, IndexConfig
 from .dense import DenseIndex
 from .embedders import Embedder, load_embedder
 from .fusion import fuse
@@ -79,6 +80,7 @@ class DocumentIndex:
             config = IndexConfig.from_dict(stored) if stored else IndexConfig()
             if embedder is not None:
                 config.embedder = embedder.name
+        config = dataclasses.replace(config, format_version=FORMAT_VERSION)  # the only format this code reads
         if embedder is not None and embedder.name != config.embedder:
             raise ValueError(f"embedder {embedder.name!r} does not match config.embedder {config.embedder!r}")
         index = cls(store, config, embedder, ocr)
