@@ -29,6 +29,10 @@ else:
 st.subheader("Add documents")
 NEW = "a new index…"
 targets = list(folders) + [NEW]
+pending = st.session_state.pop("library_pending_target", None)  # set when an ingest created an index
+if pending in targets:
+    st.session_state["library_target"] = pending
+    st.session_state["library_new_name"] = ""
 if st.session_state.get("library_target") not in targets:
     st.session_state["library_target"] = active[0] if active else NEW
 target = st.selectbox("Into", targets, key="library_target")
@@ -70,6 +74,7 @@ if paths and target_folder is not None:
     index = library_view.index_for_ingest(target_folder)
     job = jobs.start_job(str(target_folder), f"Indexing into {target_folder.name}", lambda progress: index.ingest(paths, progress=progress))
     st.session_state["library_job"] = job.key
+    st.session_state["library_pending_target"] = target_folder.name
     common.set_active_index(target_folder.name)
 
 job = jobs.get_job(st.session_state.get("library_job", ""))

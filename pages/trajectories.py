@@ -81,13 +81,12 @@ rows = [
 ]
 selection = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="traj_table")
 selected_rows = selection.selection.rows if selection else []
-wanted = st.query_params.get("id")
-if selected_rows:
+shown_ids = [t.id for t in shown]
+remembered = [st.query_params.get("id"), st.session_state.get("traj_current")]  # a link's ?id=, then the last one opened
+if selected_rows and selected_rows[0] < len(shown):
     current = shown[selected_rows[0]].id
-elif wanted in by_id:
-    current = wanted
 else:
-    current = st.session_state.get("traj_current") if st.session_state.get("traj_current") in by_id else shown[0].id if shown else None
+    current = next((i for i in remembered if i in shown_ids), shown_ids[0] if shown_ids else None)
 if current is None:
     st.info("No trajectory matches the filter.")
     st.stop()

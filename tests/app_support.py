@@ -7,6 +7,7 @@ starts from the same real index without paying for ingestion again.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import shutil
 import tempfile
@@ -78,3 +79,63 @@ def unescape_md(text: str) -> str:
     import re
 
     return re.sub(r"\\(.)", r"\1", text)
+
+
+SCRIPT = [  # a full episode as the released model would play it: search, crop, crop of the crop, answer
+    "<think>Search the table. <b>bold?</b> <script>alert(1)</script></think><search>Hillcrest delivered 2025</search>",
+    "<think>Zoom on the table.</think><bbox>[40, 90, 480, 330]</bbox>",
+    "<think>Zoom again, closer.</think><bbox>[100, 100, 500, 300]</bbox>",
+    "<think>Found it.</think><answer>3,340 million litres</answer>",
+]
+
+
+def scripted_trajectory(data: Path, question: str, script: list, gold: dict | None = None):
+    """Run a real episode over the data root's sample index, the replies served over HTTP by the
+    local OpenAI-compatible test server, and save it to data/trajectories. Returns the trajectory."""
+    from agent.loop import AgentConfig, new_trajectory, run_to_end
+    from agent.policies import make_policy
+    from agent.rewards import score_trajectory
+    from agent.search import LocalSearcher
+    from agent.trajectory import TrajectoryStore
+    from fake_openai_server import FakeOpenAIServer
+    from search_engine.index import DocumentIndex
+
+    searcher = LocalSearcher(DocumentIndex.open(data / "indexes" / "sample"))
+    with FakeOpenAIServer(list(script)) as server:
+        policy = make_policy("vllm", base_url=server.base_url)
+        config = AgentConfig(max_turns=10)
+        trajectory = run_to_end(new_trajectory(question, policy, config, gold=gold, index="sample"), policy, searcher, config)
+    if gold:
+        trajectory.rewards = score_trajectory(trajectory)
+    TrajectoryStore(data / "trajectories").save(trajectory)
+    return trajectory
+
+
+@contextlib.contextmanager
+def search_server(index_folder: Path):
+    """Our search server (search_engine/server.py) over `index_folder` on a free 127.0.0.1 port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from search_engine.index import DocumentIndex
+    from search_engine.server import create_app, uvicorn_config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(create_app(DocumentIndex.open(index_folder)), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the search server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
