@@ -44,11 +44,13 @@ def _progress_bar(desc: str):
 
 
 def _one_search_thread() -> None:
-    """FAISS parallelises one query over all cores with OpenMP; on a busy 2-core machine that was
-    5-10x slower than one thread (see dense.py), and we search one query at a time."""
+    """FAISS and torch parallelise one query over all cores with OpenMP. On a busy 2-core machine
+    that was 5-30x slower than one thread (bench/RESULTS.md), and we search one query at a time."""
     import faiss
+    import torch
 
     faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
 
 
 def _open_existing(folder: str):

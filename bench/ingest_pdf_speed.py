@@ -1,0 +1,175 @@
+"""Ingestion speed for a born-digital PDF of 240 text pages (target: at least 20 pages/s).
+
+    .venv/bin/python bench/ingest_pdf_speed.py                 # 240 pages
+    .venv/bin/python bench/ingest_pdf_speed.py --pages 400 --profile
+
+The script writes the PDF itself (pages of report-like prose with a heading and, every fifth page, a
+small table; every page has a text layer, so no OCR runs), then ingests it into a fresh index with
+DocumentIndex, exactly as `python -m search_engine ingest` does. It reports:
+- pages/s for the ingest call with the embedder already loaded, and including the model load, plus
+  the CPU time per page (the machine is shared, so wall time depends on what else runs);
+- where the CPU goes, stage by stage on the same PDF: pages.read_pages as a whole, then its parts
+  (render, text layer, JPEG encoding by MuPDF and, for comparison, by PIL), and the MiniLM embedding
+  of the page texts batched as DocumentIndex._embed does;
+- with --profile, the top functions of a cProfile run of the ingest.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pymupdf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+WORDS = (
+    "revenue margin customer supply network storage pipeline capacity region quarter annual growth cost "
+    "budget forecast policy safety energy water transport station service contract project delivery "
+    "maintenance audit board report analysis market share price index volume target risk review plan "
+    "strategy operations staff training quality standard incident response system data platform model"
+).split()
+
+
+def sentence(rng: random.Random) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(8, 18))]
+    words.insert(rng.randint(1, len(words) - 1), f"{rng.randint(1, 9999):,}")
+    return " ".join(words).capitalize() + "."
+
+
+def write_pdf(path: Path, pages: int, seed: int = 0) -> Path:
+    """A report of `pages` A4 pages, ~250-300 words each, deterministic for a seed."""
+    rng = random.Random(seed)
+    doc = pymupdf.open()
+    for number in range(1, pages + 1):
+        page = doc.new_page()
+        page.insert_text((60, 70), f"Section {number}: {rng.choice(WORDS)} and {rng.choice(WORDS)}", fontsize=18)
+        body = " ".join(sentence(rng) for _ in range(18))
+        page.insert_textbox(pymupdf.Rect(60, 95, 535, 520 if number % 5 == 0 else 780), body, fontsize=10.5)
+        if number % 5 == 0:
+            for row in range(8):
+                cells = [rng.choice(WORDS), f"{rng.randint(10, 999)}", f"{rng.uniform(0, 100):.1f}%"]
+                for col, cell in enumerate(cells):
+                    page.insert_text((60 + 160 * col, 560 + 22 * row), cell, fontsize=10)
+        page.insert_text((290, 815), str(number), fontsize=9)
+    doc.save(path, garbage=3, deflate=True)
+    doc.close()
+    return path
+
+
+def cpu_ms_per_page(fn, pages: int) -> tuple[float, object]:
+    started = time.process_time()
+    result = fn()
+    return round(1000 * (time.process_time() - started) / pages, 1), result
+
+
+def stages(pdf: Path, embedder, config) -> dict:
+    """CPU milliseconds per page for each stage, measured alone on the same PDF. CPU time, not wall
+    time, because the machine is shared: it is what a stage costs on an idle core."""
+    from search_engine.pages import read_pages
+    from search_engine.sources import discover
+
+    [source], _ = discover([pdf])
+    doc = pymupdf.open(pdf)
+    n = doc.page_count
+    zoom = pymupdf.Matrix(config.dpi / 72, config.dpi / 72)
+    out = {}
+    out["read_pages_total"], raws = cpu_ms_per_page(
+        lambda: list(read_pages(source, config.dpi, config.max_image_pixels, config.jpeg_quality)), n)
+    out["render"], pixmaps = cpu_ms_per_page(
+        lambda: [p.get_pixmap(matrix=zoom, alpha=False, colorspace=pymupdf.csRGB) for p in doc], n)
+    out["text_layer_words"], _ = cpu_ms_per_page(lambda: [p.get_text("words") for p in doc], n)
+    out["jpeg_mupdf"], _ = cpu_ms_per_page(lambda: [px.tobytes("jpg", jpg_quality=config.jpeg_quality) for px in pixmaps], n)
+    out["jpeg_pil_alternative"], _ = cpu_ms_per_page(lambda: [pil_jpeg(px, config.jpeg_quality) for px in pixmaps], n)
+    texts = [" ".join(w.text for w in raw.words) for raw in raws]
+    embedder.encode_texts(texts[:2])
+    out["embed"], _ = cpu_ms_per_page(lambda: [embedder.encode_texts(texts[i : i + 32]) for i in range(0, n, 32)], n)
+    tokenizer = embedder._model.tokenizer
+    lengths = [len(tokenizer(t, verbose=False)["input_ids"]) for t in texts[:20]]
+    doc.close()
+    return {
+        "cpu_ms_per_page": out,
+        "mean_jpeg_kb": round(sum(len(r.jpeg) for r in raws) / n / 1024, 1),
+        "mean_words": round(sum(len(r.words) for r in raws) / n, 1),
+        "mean_tokens_before_truncation": round(sum(lengths) / len(lengths), 1),
+        "max_seq_length": getattr(embedder._model, "max_seq_length", None),
+    }
+
+
+def pil_jpeg(pixmap, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def folder_bytes(folder: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=240)
+    parser.add_argument("--profile", action="store_true", help="also print the top functions of a cProfile run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest_pdf_speed.json")
+    args = parser.parse_args()
+
+    from search_engine.config import IndexConfig
+    from search_engine.embedders import load_embedder
+    from search_engine.index import DocumentIndex
+
+    work = Path(tempfile.mkdtemp(prefix="vrag-ingest-bench-"))
+    pdf = write_pdf(work / "born_digital_report.pdf", args.pages)
+    print(f"wrote {pdf} ({args.pages} pages, {pdf.stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
+
+    started = time.perf_counter()
+    embedder = load_embedder("minilm")
+    embedder.encode_texts(["warm up"])
+    load_s = time.perf_counter() - started
+
+    index = DocumentIndex.open(work / "index", embedder=embedder)
+    profiler = cProfile.Profile() if args.profile else None
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.enable()
+    report = index.ingest([pdf])
+    if profiler:
+        profiler.disable()
+    ingest_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    assert len(report.added) == args.pages and not report.skipped, report
+
+    figures = {
+        "pages": args.pages,
+        "ingest_s": round(ingest_s, 2),
+        "pages_per_s": round(args.pages / ingest_s, 2),
+        "pages_per_s_with_model_load": round(args.pages / (ingest_s + load_s), 2),
+        "model_load_s": round(load_s, 2),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_page": round(1000 * cpu_s / args.pages, 1),
+        "torch_threads": __import__("torch").get_num_threads(),
+        "disk_per_page_kb": {
+            "images": round(folder_bytes(index.folder / "images", "*.jpg") / args.pages / 1024, 1),
+            "records": round(folder_bytes(index.folder / "sources", "*.json") / args.pages / 1024, 1),
+            "dense": round((index.folder / "dense.npz").stat().st_size / args.pages / 1024, 2),
+        },
+        "stages": stages(pdf, embedder, index.config),
+        "load_avg": os.getloadavg(),
+    }
+    print(json.dumps(figures, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1))
+    if profiler:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
