@@ -71,13 +71,16 @@ class DocumentIndex:
              ocr: OcrEngine | None = None) -> "DocumentIndex":
         """Open the index in `folder`, creating it if missing and rebuilding it if it is outdated.
 
-        With `config=None` an existing index keeps its stored settings (a new one gets the defaults,
-        with `embedder.name` if an embedder is given). Models load lazily, on first use.
+        With `config=None` an existing index keeps the settings that decide its content (embedder, DPI,
+        OCR: `IndexConfig.identity()`) and takes search-time settings (fusion, candidates) from the
+        defaults; a new index gets the defaults, with `embedder.name` if an embedder is given.
+        Models load lazily, on first use.
         """
         store = IndexStore(Path(folder).expanduser().resolve())
         stored = store.read_config()
-        if config is None:
-            config = IndexConfig.from_dict(stored) if stored else IndexConfig()
+        if config is None:  # keep what decides the stored content; search-time settings from the defaults
+            kept = IndexConfig.from_dict(stored).identity() if stored else {}
+            config = IndexConfig(**{k: v for k, v in kept.items() if k != "format_version"})
             if embedder is not None:
                 config.embedder = embedder.name
         config = dataclasses.replace(config, format_version=FORMAT_VERSION)  # the only format this code reads

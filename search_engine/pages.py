@@ -142,12 +142,12 @@ def _read_image(source: SourceFile, max_pixels: int, jpeg_quality: int) -> RawPa
         raise SourceError(f"corrupt or truncated image: {e}") from None
     if getattr(image, "n_frames", 1) > 1:
         log.info("%s has %d frames; indexing the first", source.path, image.n_frames)
-    rotated = ImageOps.exif_transpose(image)
-    if image.format == "JPEG" and rotated is image and image.mode == "RGB":
-        jpeg = data  # already a plain JPEG: store it untouched
+    upright = image.getexif().get(0x0112, 1) == 1  # EXIF Orientation: 1 = as stored
+    if image.format == "JPEG" and upright and image.mode == "RGB":
+        jpeg = data  # already a plain upright JPEG: store it untouched
         rgb = image
     else:
-        rgb = _to_rgb(rotated)
+        rgb = _to_rgb(ImageOps.exif_transpose(image))
         buffer = io.BytesIO()
         rgb.save(buffer, "JPEG", quality=jpeg_quality)
         jpeg = buffer.getvalue()
