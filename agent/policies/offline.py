@@ -25,11 +25,12 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from agent.parsing import ParsedReply, parse_reply
 from agent.policies.base import Completion, PolicyError
-from agent.policies.offline_rules import Candidate, Question, analyse_question, best_answer, choose_region, page_match
+from agent.policies.offline_rules import Candidate, Question, analyse_question, answer_on_crop, choose_region, page_match
 from agent.prompts import FINAL_TURN_NUDGE, question_from_prompt
 from search_engine.types import TextBox
 
@@ -146,7 +147,7 @@ class OfflinePolicy:
 
     name = "offline"
 
-    def __init__(self, ocr=None, index=None, max_searches: int = 3, min_page_match: float = 0.5, cache_size: int = 64):
+    def __init__(self, ocr=None, index=None, max_searches: int = 5, min_page_match: float = 0.5, cache_size: int = 64):
         if max_searches < 1:
             raise ValueError(f"max_searches must be at least 1, got {max_searches}")
         self._ocr = ocr
@@ -196,10 +197,17 @@ class OfflinePolicy:
             if step.image is None:
                 continue
             boxes, size = self.read(step.image)
-            kind = "crop" if step.reply.action == "bbox" else "page"
-            choice = choose_region(boxes, question, size)
-            found.append(Evidence(i, kind, size, len(boxes), page_match(boxes, question),
-                                  choice.candidate if choice else None, choice.region if choice else None))
+            pixels = np.asarray(decode_image(step.image))
+            match = page_match(boxes, question)
+            if step.reply.action == "bbox":
+                # the crop was cut to read the candidate chosen on the image before it
+                parent = found[-1].candidate if found and found[-1].candidate else None
+                cand = answer_on_crop(boxes, question, size, parent.span.text if parent else None, pixels)
+                found.append(Evidence(i, "crop", size, len(boxes), match, cand))
+            else:
+                choice = choose_region(boxes, question, size, pixels)
+                found.append(Evidence(i, "page", size, len(boxes), match,
+                                      choice.candidate if choice else None, choice.region if choice else None))
         return found
 
     def complete(self, messages: list[dict]) -> Completion:

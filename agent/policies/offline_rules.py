@@ -21,8 +21,11 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from agent.policies.offline_charts import bar_ends, label_column, swatch_color
 from search_engine.tokenize import tokenize
 from search_engine.types import TextBox
 
@@ -93,6 +96,7 @@ class Question:
     wants_name: bool = False  # "who ..." / "谁": a person's name
     wants_website: bool = False  # "which website ...": a domain name
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # term -> other spellings on pages
+    cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面")
 
 
 def _stem(word: str) -> str:
@@ -143,6 +147,8 @@ def answer_kind_of(question: str) -> str:
     q = unicodedata.normalize("NFKC", question).lower().strip()
     if _YEAR_EN.search(q) or _YEAR_ZH.search(q):
         return "year"
+    if re.search(r"\b(where|what) does .* rank\b|\bwhat rank\b|排名第几|排第几", q):
+        return "number"  # a rank
     if _TEXT_EN.search(q) or _TEXT_ZH.search(q):
         return "text"
     if _PERCENT_EN.search(q) or _PERCENT_ZH.search(q):
@@ -179,12 +185,18 @@ def analyse_question(question: str) -> Question:
         kept = [w for w in words if any(t in terms for t in terms_of(w))]
         query = " ".join(kept) or text
     aliases = {t: ALIASES[t] for t in terms if t in ALIASES}
+    cloze = ""
+    wh = re.search(r"多少|哪|什么|几|谁", text) if language == "zh" else None
+    if wh:
+        before = re.findall(r"[\u4e00-\u9fff]+", text[: wh.start()])
+        if before and len(before[-1]) >= 2 and not set(before[-1][-2:]) & set("是有的了在为对"):
+            cloze = before[-1][-2:]
     lowered = text.lower()
     return Question(
         text, language, terms, answer_kind_of(text), extreme_of(text), query, numbers,
         wants_name=bool(re.match(r"\s*(who|whom|whose)\b", lowered) or "谁" in text),
         wants_website=bool(re.search(r"\b(website|site|url|domain|web address)\b|网站|网址", lowered)),
-        aliases=aliases,
+        aliases=aliases, cloze=cloze,
     )
 
 
@@ -254,6 +266,25 @@ class Span:
     box: Box
     line: int  # index of the OCR line (TextBox) it was cut from
     value: float | None = None  # numeric value for number kinds
+
+
+def cloze_spans(boxes: list[TextBox], question: Question) -> list[Span]:
+    """Chinese fill-in-the-blank: in a line holding the words just before the question word, the
+    text right after them up to the next clause break ("围绕安全/稳定/性能/成本的..." for
+    "...围绕哪几个方面" gives "安全/稳定/性能/成本")."""
+    if not question.cloze:
+        return []
+    spans = []
+    for i, b in enumerate(boxes):
+        at = b.text.find(question.cloze)
+        if at < 0:
+            continue
+        start = at + len(question.cloze)
+        end = start + len(re.split(r"[的，。,;；：:]", b.text[start:])[0])
+        phrase = b.text[start:end].strip()
+        if len(phrase) >= 2:
+            spans.append(Span(phrase, "text", _sub_box(b.box, b.text, start, end), i))
+    return spans
 
 
 def _char_width(ch: str) -> float:
@@ -372,10 +403,12 @@ class Candidate:
     span: Span
     score: float
     support: tuple[Support, ...] = field(default_factory=tuple)
+    note: str = ""  # how it was found, when not by support alone (e.g. a bar measured in pixels)
+    extent: Box | None = None  # the area the evidence covers (e.g. the whole chart), if wider than the supports
 
     def explain(self, limit: int = 3) -> str:
         """E.g. 'same row as "Japan", same column as "2014"' (the strongest supports)."""
-        seen, parts = set(), []
+        seen, parts = set(), [self.note] if self.note else []
         for s in sorted(self.support, key=lambda s: -s.strength):
             if s.line in seen or s.strength < 0.15:
                 continue
@@ -415,8 +448,10 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
             if i == span.line:
                 if term in span_terms or any(_fuzzy_equal(term, t) for t in span_terms):
                     continue  # the candidate itself repeats the question: no support
-                # a number on a line that names a question term is usually part of a label ("CAGR (2014-20)")
-                s, how = (1.0 if span.kind == "text" else 0.5), "same line"
+                # a sentence that names a question term states its number ("21 are domestic"); a short
+                # line that does is usually a label, its number part of the name ("Top 20 destinations")
+                sentence = word_count(boxes[i].text) >= 5
+                s, how = (1.0 if span.kind == "text" or sentence else 0.5), "same line"
             else:
                 s, how = relation(span.box, boxes[i].box, size)
                 s *= quality[i]
@@ -504,6 +539,8 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
         quality.append(label_likeness(b.text) * anchor_quality(line_terms, matched))
     weights = image_weights(question, anchors)
     spans = [s for s in spans_of(boxes) if not (s.kind in NUMBER_KINDS and s.text.rstrip("%") in question.numbers)]
+    cloze = cloze_spans(boxes, question) if question.answer_kind == "text" else []
+    spans += cloze
     for kinds in _kinds_for(question.answer_kind):
         pool = [s for s in spans if s.kind in kinds]
         if pool:
@@ -514,8 +551,10 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
     for span in pool:
         support = _support_for(span, question, boxes, anchors, quality, size)
         score = support_score(support, weights)
-        if span.kind != "text" and word_count(boxes[span.line].text) - word_count(span.text) >= 2:
-            score *= 0.7  # a number inside a sentence or a label, rather than a value standing alone
+        line = boxes[span.line].text
+        if span.kind != "text" and word_count(line) - word_count(span.text) >= 2 and not (
+                word_count(line) >= 5 and any(s.how == "same line" for s in support)):
+            score *= 0.7  # a number inside a label or an unrelated sentence, rather than a value standing alone
         if span.kind == "text":
             span_terms = set(terms_of(span.text))
             echoed = matched_terms(span_terms, question)
@@ -526,6 +565,8 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 score *= 1.5 if looks_like_name(span.text) else 0.6
             if question.wants_website:
                 score *= 1.5 if looks_like_website(span.text) else 0.6
+            if span in cloze:
+                score *= 1.5  # the page completes the question's own sentence
         ranked.append(Candidate(span, score, tuple(support)))
     ranked.sort(key=lambda c: (-c.score, c.span.line, c.span.box[0]))
     return ranked
@@ -578,16 +619,104 @@ class Choice:
         return self.candidate.span.text
 
 
-def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int]) -> Candidate | None:
+def _chart_candidate(boxes: list[TextBox], question: Question, size: tuple[int, int], pixels: np.ndarray) -> Candidate | None:
+    """For "which X has the most Y" over a horizontal bar chart without printed values: the label
+    whose bar is longest (shortest for "min"), measured in pixels (agent/policies/offline_charts.py)."""
+    anchors: dict[str, list[int]] = {}
+    for i, b in enumerate(boxes):
+        for term in matched_terms(terms_of(b.text), question):
+            anchors.setdefault(term, []).append(i)
+    weights = image_weights(question, anchors)
+    matched_weight: dict[int, float] = {}
+    for term, lines in anchors.items():
+        for i in lines:
+            matched_weight[i] = matched_weight.get(i, 0.0) + weights[term]
+    if not matched_weight:
+        return None
+    # the chart title: the line holding most of the question that has a column of labels under it
+    for title in sorted(matched_weight, key=lambda i: (-matched_weight[i], boxes[i].box[1]))[:4]:
+        labels = label_column(boxes, title, size)
+        if labels:
+            break
+    else:
+        return None
+    tb = boxes[title].box
+    right = min(float(size[0]), tb[2] + 0.05 * size[0])  # a chart is about as wide as its title
+    # a legend entry named by the question ("leisure") picks the series by its swatch colour
+    color, legend_text, legend_box = None, "", None
+    labels_box = (min(boxes[i].box[0] for i in labels), tb[1], right, max(boxes[i].box[3] for i in labels))
+    legends = [i for i in matched_weight if i != title and i not in labels and len(boxes[i].text.split()) <= 2
+               and labels_box[0] <= (boxes[i].box[0] + boxes[i].box[2]) / 2 <= labels_box[2]]
+    for i in sorted(legends, key=lambda i: _distance(boxes[i].box, labels_box)):
+        color = swatch_color(pixels, boxes[i].box)
+        if color is not None:
+            legend_text, legend_box = boxes[i].text, boxes[i].box
+            break
+    bars = bar_ends(pixels, boxes, labels, right, color)
+    lengths = sorted((b.end - boxes[b.label].box[2] for b in bars), reverse=True)
+    line_h = min(boxes[i].box[3] - boxes[i].box[1] for i in labels)
+    if sum(1 for v in lengths if v > 2 * line_h) < 2 or lengths[0] - lengths[1] < 2:
+        return None  # no measurable bars, or no clear winner
+    pick = (max if question.extreme == "max" else min)(bars, key=lambda b: (b.end, -boxes[b.label].box[1]))
+    label = boxes[pick.label]
+    word = "longest" if question.extreme == "max" else "shortest"
+    series = f' in the colour of the legend "{_short(legend_text)}"' if legend_text else ""
+    note = f"its bar is the {word} of {len(bars)}{series}, measured in pixels"
+    support = (Support("chart title", title, boxes[title].text, tb, 1.0, "column"),)
+    extent = (labels_box[0], tb[1], max(b.end for b in bars), labels_box[3])
+    if legend_box is not None:  # keep the legend in view, so a crop measures the same series
+        extent = (min(extent[0], legend_box[0]), extent[1], max(extent[2], legend_box[2]), max(extent[3], legend_box[3]))
+    return Candidate(Span(label.text.strip(), "text", label.box, pick.label), 1.0, support, note, extent)
+
+
+def _distance(a: Box, b: Box) -> float:
+    dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+    dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+    return math.hypot(dx, dy)
+
+
+def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
+                pixels: np.ndarray | None = None) -> Candidate | None:
+    """The best answer on one image. `pixels` (the image as an RGB array) lets bar charts be measured."""
     if question.extreme and question.answer_kind == "text":
-        found = _extreme_candidate(boxes, question, size)
+        found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
+        if found is None:
+            found = _extreme_candidate(boxes, question, size)
         if found is not None:
             return found
     ranked = rank_candidates(boxes, question, size)
     return ranked[0] if ranked else None
 
 
-def choose_region(boxes: list[TextBox], question: Question, size: tuple[int, int],
+def _same_reading(a: str, b: str) -> bool:
+    """Two OCR readings of the same text (case, spaces and punctuation aside; one may be cut)."""
+    na, nb = (re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", t).lower()) for t in (a, b))
+    return bool(na and nb) and (na == nb or (min(len(na), len(nb)) >= 4 and (na in nb or nb in na)))
+
+
+def answer_on_crop(boxes: list[TextBox], question: Question, size: tuple[int, int], expected: str | None,
+                   pixels: np.ndarray | None = None, keep_ratio: float = 0.7) -> Candidate | None:
+    """The answer read from a zoomed crop, given the candidate the crop was chosen for.
+
+    A crop cuts away context (the title, far headers), so its own ranking is less sure than the
+    page's. If the crop still reads the expected candidate with a score close to its best
+    (`keep_ratio`), that sharper reading wins; otherwise the crop's best does.
+    """
+    best = best_answer(boxes, question, size, pixels)
+    if best is None or expected is None:
+        return best
+    if _same_reading(best.span.text, expected):
+        # the same text; a zoomed OCR sometimes drops the spaces between words ("SUSHANTSHARMA")
+        if " " in expected.strip() and " " not in best.span.text.strip():
+            return Candidate(replace(best.span, text=expected), best.score, best.support, best.note, best.extent)
+        return best
+    for cand in rank_candidates(boxes, question, size)[:10]:
+        if _same_reading(cand.span.text, expected) and cand.score >= keep_ratio * best.score:
+            return cand
+    return best
+
+
+def choose_region(boxes: list[TextBox], question: Question, size: tuple[int, int], pixels: np.ndarray | None = None,
                   min_fraction: tuple[float, float] = (0.3, 0.2), max_support: int = 3) -> Choice | None:
     """The best candidate and a region around it and its strongest supporting lines.
 
@@ -595,10 +724,10 @@ def choose_region(boxes: list[TextBox], question: Question, size: tuple[int, int
     same rules can run again on the crop; it is widened to at least `min_fraction` of the image so a
     crop keeps some context around a single cell.
     """
-    cand = best_answer(boxes, question, size)
+    cand = best_answer(boxes, question, size, pixels)
     if cand is None:
         return None
-    x1, y1, x2, y2 = cand.span.box
+    x1, y1, x2, y2 = cand.extent or cand.span.box
     by_line: dict[int, Support] = {}
     for s in cand.support:
         if s.strength >= 0.2 and (s.line not in by_line or s.strength > by_line[s.line].strength):
