@@ -551,6 +551,9 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
     for span in pool:
         support = _support_for(span, question, boxes, anchors, quality, size)
         score = support_score(support, weights)
+        named = [s.strength for s in support if s.term in question.numbers]
+        if named and max(named) < 0.3:
+            score *= 0.5  # the question names a number (a year, a rank) on the page, and this is far from it
         line = boxes[span.line].text
         if span.kind != "text" and word_count(line) - word_count(span.text) >= 2 and not (
                 word_count(line) >= 5 and any(s.how == "same line" for s in support)):
@@ -575,7 +578,7 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
 def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int, int]) -> Candidate | None:
     """For "which X has the highest Y": the extreme number among those in the best-supported column
     or row, then the text that labels it (its row label or its column label)."""
-    numbers = rank_candidates(boxes, Question(**{**question.__dict__, "answer_kind": "number"}), size)
+    numbers = rank_candidates(boxes, replace(question, answer_kind="value"), size)
     numbers = [c for c in numbers if c.span.value is not None and c.span.kind != "year"]
     if not numbers:
         return None

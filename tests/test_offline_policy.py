@@ -1,0 +1,394 @@
+"""The offline policy (OCR + keyword rules, no model): its pure rules on hand-made OCR boxes, its
+reading of the conversation, and whole episodes through the real loop over the real demo index."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from agent import protocol
+from agent.loop import AgentConfig, new_trajectory, run_episode
+from agent.parsing import check_action, parse_reply
+from agent.policies import make_policy
+from agent.policies.base import PolicyError
+from agent.policies.offline import DESCRIPTION, HONEST_PREFIX, OfflinePolicy, read_conversation
+from agent.policies.offline_charts import bar_ends, label_column, swatch_color
+from agent.policies.offline_rules import (
+    analyse_question,
+    answer_kind_of,
+    answer_on_crop,
+    best_answer,
+    choose_region,
+    page_match,
+    rank_candidates,
+    relation,
+    spans_of,
+    terms_of,
+)
+from agent.prompts import FINAL_TURN_NUDGE, render_prompt
+from agent.search import LocalSearcher
+from search_engine.types import TextBox
+
+SIZE = (800, 600)
+
+
+def tb(text: str, x1: float, y1: float, x2: float, y2: float) -> TextBox:
+    return TextBox(text, (x1, y1, x2, y2))
+
+
+def inside(inner, outer, slack: float = 0.0) -> bool:
+    return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack
+            and inner[2] <= outer[2] + slack and inner[3] <= outer[3] + slack)
+
+
+# --- question analysis ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("How many outbound trips did Japan make in 2014?", "number"),
+    ("What is the CAGR of India's outbound trips?", "percent"),
+    ("What share of households earn over US$10,000?", "percent"),
+    ("In which year did VPC start supporting IPv6?", "year"),
+    ("When was the VPC launched?", "year"),
+    ("Which country has the highest CAGR?", "text"),
+    ("Who is the author of the presentation?", "text"),
+    ("What is the top aspirational destination among Japanese travellers?", "text"),
+    ("What is Japan's uncertainty avoidance score?", "value"),
+    ("Where does Japan rank among Indian travellers' destinations?", "number"),
+    ("阿里云的VPC是哪一年诞生的？", "year"),
+    ("增强型NAT网关有什么特点？", "text"),
+    ("数据中心有多少个？", "number"),
+    ("云网络的占比是多少？", "percent"),
+])
+def test_answer_kind_follows_the_wording(question, kind):
+    assert answer_kind_of(question) == kind
+
+
+def test_terms_drop_question_words_and_normalise_ranks_plurals_and_possessives():
+    q = analyse_question("How many outbound trips did Japan's travellers make in 2014?")
+    assert {"outbound", "trip", "japan", "traveller", "2014"} <= set(q.terms)
+    assert not {"how", "many", "did", "make"} & set(q.terms)
+    assert q.numbers == ("2014",)
+    assert q.terms["2014"] > q.terms["trip"]  # numbers are sharp anchors
+    assert "3" in analyse_question("Which destination ranks 3rd?").terms
+    assert "1" in analyse_question("What is the top destination?").terms
+    assert "1" not in analyse_question("What share do top destinations get?").terms  # "top 20" style, not rank 1
+    assert "3" in analyse_question("目录中的第三部分讲的是什么？").terms
+    assert terms_of("03典型用户案例介绍")[0] == "3"  # a numbered section is its rank
+
+
+def test_chinese_questions_use_bigrams_and_a_cloze_prefix():
+    q = analyse_question("目录第二部分的产品发布围绕哪几个方面？")
+    assert q.language == "zh"
+    assert {"目录", "产品", "发布", "围绕"} <= set(q.terms)
+    assert q.terms["产品"] > q.terms["产"]
+    assert q.cloze == "围绕"
+    assert "哪几" not in q.query and "目录" in q.query
+
+
+def test_query_keeps_the_content_words_in_order_and_aliases_cover_chart_codes():
+    q = analyse_question("What is the credit card penetration in Singapore?")
+    assert q.query == "credit card penetration Singapore"
+    assert q.aliases["singapore"] == ("sg",)
+    assert page_match([tb("SG", 0, 0, 10, 10)], q) > 0
+
+
+# --- spans and geometry --------------------------------------------------------------------------
+
+
+def test_spans_cut_numbers_with_their_kinds_and_phrases_without_rank_marks():
+    boxes = [tb("Total - 14 markets 7.9%", 0, 0, 230, 20), tb("CAGR (2014-20)", 0, 30, 140, 50),
+             tb("1 Paris-France", 0, 60, 140, 80), tb("Increase 3rd party payment +891%", 0, 90, 320, 110),
+             tb("2019", 0, 120, 40, 140), tb("US$10,000", 0, 150, 90, 170)]
+    spans = spans_of(boxes)
+    numbers = [(s.text, s.kind) for s in spans if s.kind != "text"]
+    # no numbers from the range "2014-20" or the ordinal "3rd"; a rank ("1 Paris-France") is a number too
+    assert numbers == [("14", "number"), ("7.9%", "percent"), ("1", "number"), ("+891%", "percent"), ("2019", "year"),
+                       ("US$10,000", "number")]
+    texts = {s.text for s in spans if s.kind == "text"}
+    assert "Paris-France" in texts and "CAGR (2014-20)" not in texts  # mostly digits: not a phrase
+    pct = next(s for s in spans if s.text == "7.9%")
+    assert 180 < pct.box[0] < pct.box[2] <= 230  # the sub-box sits at the end of its line
+
+
+def test_relation_tells_rows_columns_and_nearness_apart():
+    cell = (400, 150, 440, 170)
+    assert relation(cell, (50, 150, 120, 170), SIZE)[1] == "row"
+    assert relation(cell, (400, 100, 450, 120), SIZE)[1] == "column"
+    strength, how = relation(cell, (480, 200, 520, 215), SIZE)
+    assert how == "near" and 0 < strength < 0.4
+    far_row, _ = relation(cell, (700, 150, 780, 170), SIZE)
+    assert relation(cell, (450, 150, 500, 170), SIZE)[0] > far_row  # rows fade with the gap
+
+
+# --- choosing answers from boxes -----------------------------------------------------------------
+
+TABLE = [
+    tb("Outbound trips by country", 50, 40, 500, 70),
+    tb("Country", 50, 100, 150, 120), tb("2013", 300, 100, 350, 120), tb("2014", 400, 100, 450, 120), tb("CAGR", 500, 100, 560, 120),
+    tb("Japan", 50, 150, 110, 170), tb("17.1", 305, 150, 345, 170), tb("7.9", 410, 150, 440, 170), tb("1.1%", 505, 150, 555, 170),
+    tb("India", 50, 180, 105, 200), tb("7.2", 310, 180, 340, 200), tb("10.9", 405, 180, 445, 200), tb("13.0%", 500, 180, 560, 200),
+    tb("China", 50, 210, 110, 230), tb("61.1", 305, 210, 345, 230), tb("71.2", 405, 210, 445, 230), tb("11.1%", 500, 210, 560, 230),
+]
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("How many outbound trips did Japan make in 2014?", "7.9"),
+    ("What is the CAGR of India's outbound trips?", "13.0%"),
+    ("How many trips did China make in 2013?", "61.1"),
+    ("Which country has the highest CAGR?", "India"),
+    ("Which country has the lowest CAGR?", "Japan"),
+])
+def test_table_questions_pick_the_cell_at_the_named_row_and_column(question, answer):
+    assert best_answer(TABLE, analyse_question(question), SIZE).span.text == answer
+
+
+def test_region_holds_the_cell_its_row_label_and_its_column_header():
+    choice = choose_region(TABLE, analyse_question("How many outbound trips did Japan make in 2014?"), SIZE)
+    assert choice.answer == "7.9"
+    for box in [(410, 150, 440, 170), (50, 150, 110, 170), (400, 100, 450, 120)]:
+        assert inside(box, choice.region)
+    assert inside(choice.region, (0, 0, *SIZE))
+    assert "Japan" in choice.candidate.explain() and "2014" in choice.candidate.explain()
+
+
+def test_bar_values_are_read_from_the_panel_the_question_names():
+    boxes = [
+        tb("Electronic payment", 50, 100, 250, 120), tb("42%", 80, 140, 110, 155), tb("13%", 180, 200, 210, 215),
+        tb("SG", 85, 300, 105, 315), tb("MY", 185, 300, 205, 315),
+        tb("Mobile payment", 350, 100, 550, 120), tb("17%", 380, 160, 410, 175), tb("22%", 480, 150, 510, 165),
+        tb("SG", 385, 300, 405, 315), tb("MY", 485, 300, 505, 315),
+    ]
+    q = analyse_question("What percentage of SG respondents use mobile payment?")
+    assert best_answer(boxes, q, SIZE).span.text == "17%"
+    q = analyse_question("What percentage of MY respondents use electronic payment?")
+    assert best_answer(boxes, q, SIZE).span.text == "13%"
+
+
+def test_rank_questions_answer_the_phrase_on_the_ranked_line():
+    boxes = [tb("Top destinations among Japanese travellers", 50, 40, 600, 70),
+             tb("1 Paris-France", 400, 150, 560, 170), tb("2 NY-USA", 100, 180, 200, 200),
+             tb("3 Rome-Italy", 400, 220, 540, 240), tb("4 Hawaii", 650, 260, 740, 280)]
+    assert best_answer(boxes, analyse_question("Which destination ranks 3rd among Japanese travellers?"), SIZE).span.text == "Rome-Italy"
+    assert best_answer(boxes, analyse_question("What is the top destination among Japanese travellers?"), SIZE).span.text == "Paris-France"
+
+
+def test_chinese_timeline_year_sits_in_the_label_column():
+    boxes = [tb("云上数据中心网络演进", 250, 40, 600, 80),
+             tb("经典网络", 80, 160, 160, 180), tb("2009", 90, 280, 150, 300), tb("2014", 230, 240, 290, 260),
+             tb("VPC诞生", 225, 330, 300, 350), tb("2017", 370, 280, 430, 300), tb("VPC对等连接发布", 330, 160, 470, 180)]
+    assert best_answer(boxes, analyse_question("阿里云的VPC是哪一年诞生的？"), SIZE).span.text == "2014"
+    assert best_answer(boxes, analyse_question("VPC对等连接是哪一年发布的？"), SIZE).span.text == "2017"
+
+
+def test_chinese_cloze_cuts_the_answer_out_of_a_line():
+    boxes = [tb("Contents", 50, 150, 200, 180), tb("目录", 50, 190, 120, 230),
+             tb("01数据中心网络面临的挑战", 350, 140, 700, 170),
+             tb("02围绕安全/稳定/性能/成本的产品重磅发布", 350, 230, 780, 260),
+             tb("03典型用户案例介绍", 350, 320, 600, 350)]
+    assert best_answer(boxes, analyse_question("目录第二部分的产品发布围绕哪几个方面？"), SIZE).span.text == "安全/稳定/性能/成本"
+    assert best_answer(boxes, analyse_question("目录中的第三部分讲的是什么？"), SIZE).span.text == "典型用户案例介绍"
+
+
+def test_who_questions_prefer_a_name_and_website_questions_a_domain():
+    boxes = [tb("APAC ONLINE TRAVEL", 50, 150, 400, 190), tb("MARKET - QUEST FOR THE", 50, 200, 450, 240),
+             tb("“SUPERCONSUMERS”", 50, 250, 400, 290), tb("SUSHANT SHARMA", 50, 320, 250, 340),
+             tb("E: SUSHANT.MAILS@GMAIL.COM", 50, 350, 300, 365)]
+    assert best_answer(boxes, analyse_question("Who is the author of the APAC online travel market deck?"), SIZE).span.text == "SUSHANT SHARMA"
+    boxes = [tb("Share travel", 300, 100, 400, 120), tb("experiences", 300, 122, 400, 140),
+             tb("在路上", 300, 160, 360, 180), tb("117go.com", 300, 190, 380, 205)]
+    assert best_answer(boxes, analyse_question("Which website helps travellers share travel experiences?"), SIZE).span.text == "117go.com"
+
+
+def test_no_candidate_of_the_asked_kind_gives_none():
+    boxes = [tb("Japan", 50, 150, 110, 170), tb("Outbound travel", 50, 50, 300, 80)]
+    assert best_answer(boxes, analyse_question("In which year did Japan's outbound travel peak?"), SIZE) is None
+    assert choose_region([], analyse_question("How many trips?"), SIZE) is None
+
+
+def test_a_crop_keeps_the_pages_pick_when_it_still_reads_it():
+    q = analyse_question("How many outbound trips did Japan make in 2014?")
+    # the crop lost the header: on its own it would prefer another cell of the row
+    crop = [tb("Japan", 10, 50, 80, 80), tb("17.1", 300, 50, 350, 80), tb("7.9", 420, 50, 460, 80)]
+    own = best_answer(crop, q, (600, 200)).span.text
+    assert answer_on_crop(crop, q, (600, 200), expected="7.9").span.text == "7.9"
+    assert answer_on_crop(crop, q, (600, 200), expected=None).span.text == own
+    assert answer_on_crop(crop, q, (600, 200), expected="999").span.text == own  # not readable: the crop decides
+
+
+def test_ranking_is_deterministic():
+    q = analyse_question("How many outbound trips did Japan make in 2014?")
+    first = [(c.span.text, round(c.score, 9)) for c in rank_candidates(TABLE, q, SIZE)]
+    assert first == [(c.span.text, round(c.score, 9)) for c in rank_candidates(list(TABLE), q, SIZE)]
+
+
+# --- bar charts measured in pixels ---------------------------------------------------------------
+
+
+def bar_chart(lengths: dict[str, tuple[int, int]]) -> tuple[np.ndarray, list[TextBox]]:
+    """A horizontal grouped bar chart: per label a red (leisure) bar above a blue (business) bar,
+    a title, and a legend whose swatch is a darker red than the bars (as in the demo slides)."""
+    image = Image.new("RGB", SIZE, "white")
+    draw = ImageDraw.Draw(image)
+    boxes = [tb("Proportion of travellers over 65 by country", 100, 60, 600, 85)]
+    for k, (label, (red, blue)) in enumerate(lengths.items()):
+        y = 120 + 50 * k
+        boxes.append(tb(label, 150 - 10 * len(label), y, 150, y + 16))
+        draw.rectangle([152, y - 6, 152 + red, y + 6], fill=(200, 60, 60))
+        draw.rectangle([152, y + 10, 152 + blue, y + 22], fill=(60, 90, 200))
+        for x in range(152, 600, 60):  # grey grid lines are not bars
+            draw.line([x, y - 10, x, y + 26], fill=(190, 190, 190))
+    draw.rectangle([200, 470, 215, 485], fill=(126, 1, 1))
+    boxes.append(tb("Leisure", 220, 470, 280, 486))
+    draw.rectangle([320, 470, 335, 485], fill=(0, 0, 120))
+    boxes.append(tb("Business", 340, 470, 410, 486))
+    return np.asarray(image), boxes
+
+
+def test_label_column_and_bar_ends_measure_each_series():
+    pixels, boxes = bar_chart({"Singapore": (120, 40), "Japan": (300, 100), "India": (200, 380)})
+    labels = label_column(boxes, 0, SIZE)
+    assert [boxes[i].text for i in labels] == ["Singapore", "Japan", "India"]
+    red = swatch_color(pixels, boxes[-2].box)
+    ends = {boxes[b.label].text: b.end for b in bar_ends(pixels, boxes, labels, 640, red)}
+    assert ends["Japan"] == pytest.approx(152 + 300, abs=2) and ends["India"] == pytest.approx(152 + 200, abs=2)
+    any_colour = {boxes[b.label].text: b.end for b in bar_ends(pixels, boxes, labels, 640)}
+    assert any_colour["India"] == pytest.approx(152 + 380, abs=2)
+
+
+def test_extreme_question_over_a_bar_chart_measures_the_named_series():
+    pixels, boxes = bar_chart({"Singapore": (120, 40), "Japan": (300, 100), "India": (200, 380)})
+    q = analyse_question("Which country has the largest proportion of leisure travellers over 65?")
+    cand = best_answer(boxes, q, SIZE, pixels)
+    assert cand.span.text == "Japan" and "longest" in cand.explain() and "Leisure" in cand.explain()
+    q = analyse_question("Which country has the lowest proportion of leisure travellers over 65?")
+    assert best_answer(boxes, q, SIZE, pixels).span.text == "Singapore"
+    region = choose_region(boxes, analyse_question("Which country has the largest proportion of leisure travellers over 65?"), SIZE, pixels).region
+    assert inside(boxes[-2].box, region)  # the legend stays in the crop, so the crop measures the same series
+
+
+# --- the conversation ---------------------------------------------------------------------------
+
+
+def prompt(question: str) -> dict:
+    return {"role": "user", "content": [protocol.text_part(render_prompt(question))]}
+
+
+def jpeg_of(image: Image.Image) -> bytes:
+    return protocol.prepare_image(image)[1]
+
+
+def test_first_reply_is_a_search_in_the_protocol_format_and_says_what_it_is():
+    policy = OfflinePolicy()  # OCR is built lazily: a first turn needs none
+    reply = policy.complete([prompt("How many outbound trips did Japan make in 2014?")]).text
+    parsed = parse_reply(reply)
+    assert parsed.valid and parsed.action == "search"
+    assert parsed.argument == "outbound trips Japan 2014"
+    assert reply.startswith("<think>") and HONEST_PREFIX.strip() in parsed.thought
+    assert "no vision-language model" in parsed.thought
+    assert policy.describe() == {"name": "offline", "model": "none (rapidocr OCR + keyword rules)", "description": DESCRIPTION,
+                                 "settings": {"max_searches": 5, "min_page_match": 0.5}}
+    assert "no vision-language model" in policy.describe()["description"]
+
+
+def test_read_conversation_pairs_replies_with_observations():
+    img = jpeg_of(Image.new("RGB", (100, 80), "white"))
+    messages = [prompt("q?"), {"role": "assistant", "content": "<think>a</think><search>q</search>"},
+                {"role": "user", "content": [protocol.image_part(img), protocol.text_part(FINAL_TURN_NUDGE)]}]
+    conv = read_conversation(messages)
+    assert conv.question == "q?" and conv.searches == 1 and conv.nudged
+    assert conv.steps[0].image == img
+    with pytest.raises(PolicyError, match="VRAG prompt"):
+        read_conversation([{"role": "user", "content": "hello"}])
+    with pytest.raises(PolicyError, match="start with the user's prompt"):
+        read_conversation([])
+
+
+def test_search_with_no_new_page_searches_the_whole_question_then_answers_not_found():
+    policy = OfflinePolicy(max_searches=2)
+    q = "How many outbound trips did Japan make in 2014?"
+    messages = [prompt(q), {"role": "assistant", "content": "<think>x</think><search>trips</search>"},
+                {"role": "user", "content": [protocol.text_part("All pages found for this query were already shown to you.")]}]
+    second = parse_reply(policy.complete(messages).text)
+    assert second.action == "search" and second.argument == q
+    messages += [{"role": "assistant", "content": "<think>x</think><search>" + q + "</search>"},
+                 {"role": "user", "content": [protocol.text_part("The search found no pages for this query.")]}]
+    last = parse_reply(policy.complete(messages).text)
+    assert last.valid and last.action == "answer" and last.argument == "not found"
+
+
+# --- with real OCR --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ocr():
+    from search_engine.ocr import OcrEngine
+
+    return OcrEngine()
+
+
+def rendered_table() -> Image.Image:
+    """A small table drawn with PIL's bundled font, large enough for OCR."""
+    image = Image.new("RGB", (900, 500), "white")
+    draw = ImageDraw.Draw(image)
+    font = __import__("PIL.ImageFont", fromlist=["ImageFont"]).load_default(size=32)
+    rows = [("Country", "2013", "2014"), ("Japan", "17.1", "7.9"), ("India", "7.2", "10.9")]
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            draw.text((60 + 300 * c, 80 + 110 * r), cell, fill="black", font=font)
+    return image
+
+
+def test_page_then_crop_then_answer_on_a_real_image(ocr):
+    policy = OfflinePolicy(ocr=ocr)
+    q = "How many trips did Japan make in 2014?"
+    page, jpeg = protocol.prepare_image(rendered_table())
+    messages = [prompt(q), {"role": "assistant", "content": "<think>x</think><search>Japan 2014</search>"},
+                {"role": "user", "content": [protocol.image_part(jpeg)]}]
+    reply = policy.complete(messages).text
+    parsed = check_action(parse_reply(reply), page.size)
+    assert parsed.valid and parsed.action == "bbox", reply
+    x1, y1, x2, y2 = parsed.bbox
+    # the "7.9" cell (row 2, column 3 of the drawing), mapped to model pixels, is inside the box
+    sx, sy = page.size[0] / 900, page.size[1] / 500
+    assert x1 <= 660 * sx and x2 >= 700 * sx and y1 <= 190 * sy and y2 >= 220 * sy
+    crop = rendered_table().crop(protocol.pil_crop_box(protocol.crop_box(list(parsed.bbox), page.size, (900, 500))))
+    messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": [protocol.image_part(jpeg_of(crop))]}]
+    answer = parse_reply(policy.complete(messages).text)
+    assert answer.action == "answer" and answer.argument == "7.9"
+    assert "zoomed region" in answer.thought and "no vision-language model" in answer.thought
+
+
+def test_the_final_turn_nudge_makes_it_answer_from_the_page(ocr):
+    policy = OfflinePolicy(ocr=ocr)
+    _, jpeg = protocol.prepare_image(rendered_table())
+    messages = [prompt("How many trips did India make in 2013?"),
+                {"role": "assistant", "content": "<think>x</think><search>India 2013</search>"},
+                {"role": "user", "content": [protocol.image_part(jpeg), protocol.text_part(FINAL_TURN_NUDGE)]}]
+    answer = parse_reply(policy.complete(messages).text)
+    assert answer.action == "answer" and answer.argument == "7.2"
+    assert "asks for the answer now" in answer.thought
+
+
+# --- end to end: the real loop over the real demo index ----------------------------------------
+
+
+@pytest.mark.parametrize("question, answer, cell", [
+    # the answer cell in page pixels of slide_3_1024 (1024x768): China's 2020 outbound trips
+    ("How many outbound trips, in millions, is China expected to make in 2020?", "134", (724, 197, 804, 236)),
+    # aliyun4_4 (5334x3000): the 2017 of the timeline, under "VPC对等连接发布"
+    ("VPC对等连接是哪一年发布的？", "2017", (1804, 1779, 2078, 1902)),
+])
+def test_real_questions_are_answered_through_the_loop_with_a_crop_that_holds_the_answer(demo_index, question, answer, cell):
+    policy = make_policy("offline", index=demo_index)
+    config = AgentConfig(max_turns=10)
+    traj = new_trajectory(question, policy, config)
+    turns = list(run_episode(traj, policy, LocalSearcher(demo_index), config))
+    assert traj.finished and traj.answer == answer, [t.raw_text for t in turns]
+    assert traj.policy["name"] == "offline" and "no vision-language model" in traj.policy["description"]
+    assert all(t.action != "invalid" for t in turns)
+    assert all(HONEST_PREFIX.strip() in (t.thought or "") for t in turns)
+    crops = [t for t in turns if t.action == "bbox"]
+    assert crops, "the policy should zoom before answering"
+    assert inside(cell, crops[-1].bbox_page), (crops[-1].bbox_page, cell)
+    assert len(turns) <= 5
