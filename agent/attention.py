@@ -166,7 +166,7 @@ def _capture(loaded: LoadedQwenVL, plan: _Plan, settings: AttentionSettings) -> 
     inputs = {k: v.to(loaded.model.device) for k, v in plan.inputs.items()}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
-    with torch.inference_mode(), recorder.attached(loaded.model.model.language_model.layers):
+    with loaded.lock, torch.inference_mode(), recorder.attached(loaded.model.model.language_model.layers):
         run_until_stop(loaded.model.model, **inputs, use_cache=False)
     return recorder.result()
 

@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.policies.base import PolicyError
@@ -78,13 +79,18 @@ def check_qwen25_vl(model_dir: Path) -> dict:
 
 @dataclass
 class LoadedQwenVL:
-    """A model and its processor, loaded once and shared (policy, attention, benchmarks)."""
+    """A model and its processor, loaded once and shared (policy, attention, benchmarks).
+
+    Hold `lock` around any call into the model: the attention capture hooks the model's layers for
+    the length of one forward pass, which must not overlap a generation from another thread.
+    """
 
     model: object  # Qwen2_5_VLForConditionalGeneration, in eval mode
     processor: object  # agent.qwen_processor.ImageOnlyQwenVLProcessor
     name: str  # what the user asked for: a folder or a hub id
     model_dir: Path
     device: str
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:

@@ -100,3 +100,17 @@ def test_loop_records_gibberish_as_invalid_turns_within_budget(policy, tmp_path)
     assert trajectory.policy["name"] == "transformers"
     folder = trajectory.save(tmp_path / "run")
     assert Trajectory.load(folder) == trajectory
+
+
+def test_policy_and_attention_share_one_loaded_model(policy, tmp_path):
+    from agent.attention import compute_attention_maps
+
+    shared = TransformersPolicy(policy.loaded, max_new_tokens=4)
+    assert shared.loaded is policy.loaded
+    config = AgentConfig(max_turns=2)
+    trajectory = new_trajectory("q", shared, config)
+    list(run_episode(trajectory, shared, LocalSearcher(open_tiny_index()), config))
+    folder = trajectory.save(tmp_path / "run")
+    run = compute_attention_maps(folder, shared.loaded)  # gibberish never searched: no image, no map
+    assert run.maps == [] and run.skipped == {0: "no image in context yet", 1: "no image in context yet"}
+    assert Trajectory.load(folder).turns[0].maps == {}

@@ -17,7 +17,7 @@ import os
 import torch
 
 from agent.policies.base import Completion, PolicyError
-from agent.qwen_model import load_qwen_vl
+from agent.qwen_model import LoadedQwenVL, load_qwen_vl
 from agent.qwen_processor import messages_to_inputs
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class TransformersPolicy:
 
     def __init__(
         self,
-        model: str | os.PathLike,
+        model: str | os.PathLike | LoadedQwenVL,
         device: str = "cpu",
         max_new_tokens: int = 1024,
         attn_implementation: str = "sdpa",
@@ -36,11 +36,15 @@ class TransformersPolicy:
         temperature: float | None = None,
     ):
         """`model`: a local model folder (or a hub id already in the HF cache), e.g. a download of
-        autumncc/Qwen2.5-VL-7B-VRAG. `temperature` None keeps the folder's generation_config;
-        0 means greedy."""
+        autumncc/Qwen2.5-VL-7B-VRAG, or an already loaded model to share (then `device`, `dtype`
+        and `attn_implementation` are its own). `temperature` None keeps the folder's
+        generation_config; 0 means greedy."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        self.loaded = load_qwen_vl(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
+        if isinstance(model, LoadedQwenVL):
+            self.loaded = model
+        else:
+            self.loaded = load_qwen_vl(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         tokenizer = self.loaded.processor.tokenizer
@@ -66,7 +70,7 @@ class TransformersPolicy:
         inputs = messages_to_inputs(processor, messages, add_generation_prompt=True).to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         try:
-            with torch.inference_mode():
+            with self.loaded.lock, torch.inference_mode():
                 output = model.generate(
                     **inputs,
                     max_new_tokens=self.max_new_tokens,
