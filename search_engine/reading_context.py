@@ -8,13 +8,18 @@ make in 2014?". `reading_contexts` rebuilds that reading for every box from geom
 The rules, deliberately few (OCR gives us line boxes and nothing about table structure):
 - a box is a table cell when another box shares its row (their vertical extents overlap by at
   least half of the shorter one); a line alone in its row is prose and reads as itself;
-- row header: the leftmost cell of its row (not every cell to its left: in a timeline or a table
-  those are other columns' values, which describe other things);
+- row header: the leftmost cell of its row that has a letter in it (numbers on the left are
+  usually a rank or a chart value, not a label), else the leftmost cell; only the header, not
+  every cell to its left: those are other columns' values and describe other things;
 - column header: the topmost table cell above it that is aligned with it (their horizontal
-  extents overlap by at least half of the wider one, so a wide title is nobody's column header);
+  extents overlap by at least half of the narrower one) and spans no other column of its row
+  (it overlaps no other cell of the cell's row by more than a quarter of that cell's width), so a
+  header may be wider than its numbers but a full-width line is nobody's header; plus up to
+  two lines right under it that touch the line above and have letters (headers often wrap);
 - caption: the nearest box above the column header (or above the cell when it has none) that
   either overlaps the header horizontally or is a line alone in its row, such as a table title
-  set flush left above the first column.
+  set flush left above the first column; plus up to two lines right above it that touch it and
+  overlap it horizontally (captions wrap too).
 Side-by-side tables share rows, so a cell of the right-hand table reads the left table's row
 header: a known limit of reading rows by geometry alone.
 """
@@ -25,11 +30,13 @@ from collections.abc import Sequence
 import numpy as np
 
 BoxCoords = Sequence[float]  # (x1, y1, x2, y2) in page pixels
-MIN_OVERLAP = 0.5
+MIN_OVERLAP = 0.5  # of the shorter box (rows) or the narrower box (columns)
+MAX_SPILL = 0.25  # a column header may overlap other cells of the row by this share of their width
+HEADER_LINES = 3
 _CHUNK = 512  # boxes compared at once: keeps the pairwise matrices small on pages with thousands of boxes
 
 
-def reading_contexts(texts: Sequence[str], boxes: Sequence[BoxCoords], min_overlap: float = MIN_OVERLAP) -> list[str]:
+def reading_contexts(texts: Sequence[str], boxes: Sequence[BoxCoords]) -> list[str]:
     """For each box, the text it reads as: 'caption: row-header column-header cell', or its own text."""
     n = len(texts)
     if len(boxes) != n:
@@ -41,46 +48,77 @@ def reading_contexts(texts: Sequence[str], boxes: Sequence[BoxCoords], min_overl
     h = np.maximum(y2 - y1, 1e-6)
     w = np.maximum(x2 - x1, 1e-6)
     index = np.arange(n)
+    wordy = np.array([any(ch.isalpha() for ch in t) for t in texts])
 
-    # pass 1: which boxes share a row with another box (table cells)
+    def relations(rows: slice):
+        """Pairwise relations of boxes `rows` (axis 0) to all boxes (axis 1)."""
+        v_overlap = np.minimum(y2[rows, None], y2[None, :]) - np.maximum(y1[rows, None], y1[None, :])
+        same_row = v_overlap >= MIN_OVERLAP * np.minimum(h[rows, None], h[None, :])
+        same_row &= index[rows, None] != index[None, :]
+        h_overlap = np.minimum(x2[rows, None], x2[None, :]) - np.maximum(x1[rows, None], x1[None, :])
+        aligned = h_overlap >= MIN_OVERLAP * np.minimum(w[rows, None], w[None, :])
+        above = y2[None, :] <= y1[rows, None] + 0.5 * h[rows, None]  # [i, j]: box j ends above box i's middle
+        return same_row, aligned & above & (index[rows, None] != index[None, :])
+
     in_table = np.zeros(n, dtype=bool)
     for start in range(0, n, _CHUNK):
-        rows = slice(start, start + _CHUNK)
-        v_overlap = np.minimum(y2[rows, None], y2[None, :]) - np.maximum(y1[rows, None], y1[None, :])
-        same_row = v_overlap >= min_overlap * np.minimum(h[rows, None], h[None, :])
-        same_row[index[rows] - start, index[rows]] = False
-        in_table[rows] = same_row.any(axis=1)
+        in_table[start : start + _CHUNK] = relations(slice(start, start + _CHUNK))[0].any(axis=1)
 
     contexts = list(texts)
     for start in range(0, n, _CHUNK):
-        rows = slice(start, start + _CHUNK)
-        v_overlap = np.minimum(y2[rows, None], y2[None, :]) - np.maximum(y1[rows, None], y1[None, :])
-        same_row = v_overlap >= min_overlap * np.minimum(h[rows, None], h[None, :])
-        h_overlap = np.minimum(x2[rows, None], x2[None, :]) - np.maximum(x1[rows, None], x1[None, :])
-        aligned = h_overlap >= min_overlap * np.maximum(w[rows, None], w[None, :])
-        above = y2[None, :] <= y1[rows, None] + 0.5 * h[rows, None]  # [i, j]: box j ends above box i's middle
+        same_row, aligned_above = relations(slice(start, start + _CHUNK))
         for k, i in enumerate(range(start, min(start + _CHUNK, n))):
             if not in_table[i]:
                 continue
-            left = np.flatnonzero(same_row[k] & (x2 <= x1[i] + 0.5 * w[i]) & (index != i))
-            row_header = int(left[np.argmin(x1[left])]) if len(left) else None
-            headers = np.flatnonzero(aligned[k] & above[k] & in_table & (index != i))
-            header = int(headers[np.argmin(y1[headers])]) if len(headers) else None
-            top = header if header is not None else i
-            caption = _caption(top, x1, y1, x2, y2, in_table)
-            parts = [texts[row_header]] if row_header is not None else []
-            if header is not None:
-                parts.append(texts[header])
+            parts = []
+            left = np.flatnonzero(same_row[k] & (x2 <= x1[i] + 0.5 * w[i]))
+            if len(left):
+                labels = left[wordy[left]] if wordy[left].any() else left
+                parts.append(texts[int(labels[np.argmin(x1[labels])])])
+            column = _exclusive(np.flatnonzero(aligned_above[k] & in_table), np.flatnonzero(same_row[k]), x1, x2, w)
+            top = i
+            if len(column):
+                column = column[np.argsort(y1[column], kind="stable")]
+                top = int(column[0])
+                parts.append(texts[top])
+                last = top
+                for j in column[1:HEADER_LINES]:  # a wrapped header: touching lines with letters
+                    if not wordy[j] or y1[j] - y2[last] > 0.5 * h[last]:
+                        break
+                    parts.append(texts[j])
+                    last = j
             parts.append(texts[i])
             line = " ".join(parts)
-            contexts[i] = f"{texts[caption]}: {line}" if caption is not None else line
+            caption = _caption(top, x1, y1, x2, y2, h, in_table)
+            contexts[i] = " ".join(texts[j] for j in caption) + ": " + line if caption else line
     return contexts
 
 
-def _caption(top: int, x1, y1, x2, y2, in_table) -> int | None:
-    """The nearest box wholly above box `top` that overlaps it horizontally or is a line alone in its row."""
-    overlaps = (np.minimum(x2, x2[top]) - np.maximum(x1, x1[top])) > 0
-    candidates = np.flatnonzero((y2 <= y1[top]) & (overlaps | ~in_table))
+def _exclusive(candidates: np.ndarray, row: np.ndarray, x1, x2, w) -> np.ndarray:
+    """The candidates that overlap no cell of `row` by more than MAX_SPILL of that cell's width."""
+    if not len(candidates) or not len(row):
+        return candidates
+    overlap = np.minimum(x2[candidates, None], x2[None, row]) - np.maximum(x1[candidates, None], x1[None, row])
+    return candidates[(overlap <= MAX_SPILL * w[None, row]).all(axis=1)]
+
+
+def _caption(top: int, x1, y1, x2, y2, h, in_table) -> list[int]:
+    """The caption lines of box `top`, top to bottom (see the module docstring); [] if there is none."""
+
+    def overlaps(j: int) -> np.ndarray:
+        return (np.minimum(x2, x2[j]) - np.maximum(x1, x1[j])) > 0
+
+    candidates = np.flatnonzero((y2 <= y1[top]) & (overlaps(top) | ~in_table))
     if not len(candidates):
-        return None
-    return int(candidates[np.argmax(y2[candidates])])
+        return []
+    lines = [int(candidates[np.argmax(y2[candidates])])]
+    while len(lines) < HEADER_LINES:
+        first = lines[0]
+        above = np.flatnonzero((y2 <= y1[first] + 0.25 * h[first]) & (y1 < y1[first]) & overlaps(first))
+        if not len(above):
+            break
+        j = int(above[np.argmax(y2[above])])
+        if y1[first] - y2[j] > 0.5 * h[first]:
+            break
+        lines.insert(0, j)
+    return lines

@@ -165,9 +165,25 @@ def test_reading_contexts_edge_cases():
 
 
 def test_reading_contexts_scale_to_many_boxes():
-    # a dense 60 x 40 grid of cells (2,400 boxes) is handled in chunks, not one 2,400^2 matrix per rule
-    texts = [f"r{r}c{c}" for r in range(60) for c in range(40)]
+    # a 60 x 40 table (2,400 boxes): header row "col{c}", row labels "row{r}", numbers elsewhere.
+    # It is handled in chunks, not with 2,400 x 2,400 matrices per rule.
+    def text(r, c):
+        return f"col{c}" if r == 0 else f"row{r}" if c == 0 else f"{r}.{c}"
+
+    texts = [text(r, c) for r in range(60) for c in range(40)]
     boxes = [(c * 50, r * 20, c * 50 + 40, r * 20 + 15) for r in range(60) for c in range(40)]
     contexts = reading_contexts(texts, boxes)
-    assert contexts[41 * 40 + 7] == "r41c0 r0c7 r41c7"  # row header, column header (the top row), itself
-    assert contexts[0] == "r0c0"  # the top-left corner: no row header left of it, nothing above it
+    assert contexts[41 * 40 + 7] == "row41 col7 41.7"
+    assert contexts[0] == "col0"  # the top-left corner: nothing to its left, nothing above it
+
+
+def test_two_line_column_headers_and_wordy_row_headers():
+    texts = ["Uncertainty", "Power", "avoidance", "Distance", "1", "Japan", "54", "95"]
+    boxes = [
+        (489, 478, 584, 499), (208, 476, 266, 500),  # header line 1
+        (493, 499, 580, 523), (200, 499, 273, 523),  # header line 2, touching line 1
+        (40, 594, 55, 616), (92, 595, 142, 617), (224, 594, 250, 616), (523, 594, 549, 616),  # a rank, then a labelled row
+    ]  # fmt: skip
+    contexts = reading_contexts(texts, boxes)
+    assert contexts[7] == "Japan Uncertainty avoidance 95"  # the rank "1" is not the row's label
+    assert contexts[6] == "Japan Power Distance 54"
