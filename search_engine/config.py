@@ -13,7 +13,7 @@ from .dense import DenseConfig
 from .fusion import FusionConfig
 
 # Bump when the layout or meaning of anything in the index folder changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: compact box lists in the source records
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .types import Page
+from .types import Page, TextBox
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,7 @@ class SourceRecord:
     vectors: np.ndarray  # (len(pages), dim) float32
 
     def to_json(self, folder: Path) -> bytes:
-        pages = []
-        for page in self.pages:
-            d = page.to_dict()
-            d["image_file"] = os.path.relpath(page.image_file, folder)  # the index folder may move
-            pages.append(d)
+        pages = [_page_to_json(page, folder) for page in self.pages]
         vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
         return json.dumps(
             {
@@ -76,13 +72,28 @@ class SourceRecord:
     @classmethod
     def from_json(cls, data: bytes, folder: Path) -> "SourceRecord":
         d = json.loads(data)
-        pages = []
-        for p in d["pages"]:
-            p = dict(p, image_file=str(folder / p["image_file"]))
-            pages.append(Page.from_dict(p))
+        pages = [_page_from_json(p, folder) for p in d["pages"]]
         raw = base64.b64decode(d["vectors"]["float32_base64"])
         vectors = np.frombuffer(raw, dtype=np.float32).reshape(d["vectors"]["shape"]).copy()
         return cls(d["source"], d["sha256"], int(d["size"]), int(d["mtime_ns"]), list(d["vids"]), pages, vectors)
+
+
+# Pages are stored with compact boxes, [text, x1, y1, x2, y2, confidence], and an image path relative
+# to the index folder (so the folder can move). A 500-word PDF page has 500 boxes: dataclasses.asdict
+# on them cost more than rendering the page.
+_PAGE_FIELDS = ("page_id", "source", "page", "width", "height", "text_source")
+
+
+def _page_to_json(page: Page, folder: Path) -> dict:
+    d = {name: getattr(page, name) for name in _PAGE_FIELDS}
+    d["image_file"] = os.path.relpath(page.image_file, folder)
+    d["boxes"] = [[b.text, *b.box, b.confidence] for b in page.boxes]
+    return d
+
+
+def _page_from_json(d: dict, folder: Path) -> Page:
+    boxes = [TextBox(text, (x1, y1, x2, y2), confidence) for text, x1, y1, x2, y2, confidence in d["boxes"]]
+    return Page(**{name: d[name] for name in _PAGE_FIELDS}, image_file=str(folder / d["image_file"]), boxes=boxes)
 
 
 class IndexStore:
