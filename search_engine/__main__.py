@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -87,15 +88,15 @@ def cmd_ingest(args) -> int:
         raise UserError(f"--index {args.index} is a file, not a folder")
     if args.dpi is not None and not 36 <= args.dpi <= 600:
         raise UserError(f"--dpi must be between 36 and 600, got {args.dpi}")
-    # An existing index keeps its own settings (embedder, DPI...): passing fresh defaults would rebuild
-    # it. Only an explicit --dpi that differs from the stored one changes it, and that re-renders all.
-    stored = IndexStore(Path(args.index)).read_config()
-    config = IndexConfig.from_dict(stored) if stored else IndexConfig()
-    if args.dpi is not None and args.dpi != config.dpi:
-        if stored:
-            print(f"--dpi {args.dpi} differs from the index's {config.dpi}: every page will be rendered again")
-        config = replace(config, dpi=args.dpi)
-    index = DocumentIndex.open(args.index, config=config)
+    # An existing index keeps the settings that decide its content (embedder, DPI, OCR): opening it with
+    # fresh defaults could rebuild it. Only an explicit --dpi that differs re-renders every page.
+    if IndexStore(Path(args.index)).read_config() is None:
+        index = DocumentIndex.open(args.index, config=IndexConfig(dpi=args.dpi or IndexConfig.dpi))
+    else:
+        index = DocumentIndex.open(args.index)
+        if args.dpi is not None and args.dpi != index.config.dpi:
+            print(f"--dpi {args.dpi} differs from the index's {index.config.dpi}: every page will be rendered again")
+            index = DocumentIndex.open(args.index, config=replace(index.config, dpi=args.dpi))
     bar, progress = _progress_bar("ingest")
     try:
         report = index.ingest([Path(p) for p in args.paths], progress=progress)
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # transformers draws a "Loading weights" bar each time the embedder loads; ours is the one that counts.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

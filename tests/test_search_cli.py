@@ -196,3 +196,17 @@ def test_serve(ingested):
         out, err = process.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port}" in out
     assert "Traceback" not in err
+
+
+def test_ingest_keeps_the_index_settings_unless_dpi_is_asked(corpus, tmp_path):
+    pdf, index = corpus / "harbour survey.pdf", tmp_path / "idx"
+    assert run_cli("ingest", str(pdf), "--index", str(index), "--dpi", "72").returncode == 0
+    again = run_cli("ingest", str(pdf), "--index", str(index))  # no --dpi: keep 72, touch nothing
+    assert again.stdout.splitlines()[-1].startswith("added 0 pages, removed 0, 1 files unchanged")
+    changed = run_cli("ingest", str(pdf), "--index", str(index), "--dpi", "144")
+    assert changed.returncode == 0, changed.stderr
+    assert "--dpi 144 differs from the index's 72: every page will be rendered again" in changed.stdout
+    from PIL import Image
+
+    with Image.open(index / "images" / "harbour survey_1.jpg") as image:
+        assert image.width == 1190  # A4 at 144 dpi (it was 595 at 72)
