@@ -30,7 +30,7 @@ PAGES = [
     st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
 ]
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, position="top")  # the top bar leaves the full width to the turn rows
 try:
     page.run()
 except Exception as e:  # the last guard: a bug shows a clear message, never a traceback

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import common, status
-from pages.ask_run import AskRun, POLICY_LABELS, start_run
+from pages.ask_run import POLICY_HELP, POLICY_LABELS, AskRun, start_run
 from pages.turn_view import TurnSource, header_row, render_turn
 
 st.title("Ask")
@@ -30,7 +30,7 @@ if examples:
     st.pills("Example questions for this corpus", [e.question for e in examples], key="ask_example", on_change=_use_example)
 question = st.text_area("Question", key="ask_question", height=80, placeholder="Ask something the documents answer")
 
-left, middle, right = st.columns([2, 3, 2])
+left, middle, right = st.columns([3, 4, 3])
 with left:
     policy_name = st.segmented_control(
         "Policy",
@@ -39,6 +39,7 @@ with left:
         default=common.default_policy(),
         required=True,
         key="ask_policy",
+        help=POLICY_HELP,
     )
 with middle:
     if policy_name == "vllm":
@@ -97,7 +98,7 @@ def draw_new_turns() -> None:
 draw_new_turns()
 if run.stepper.running:
     while True:
-        waiting = "stopping after this call" if run.stepper.stop_requested else f"waiting for the {POLICY_LABELS[run.policy_name]}"
+        waiting = "stopping after this call" if run.stepper.stop_requested else f"waiting for {run.waiting_for}"
         progress.progress(len(traj.turns) / run.max_turns, text=f"Turn {len(traj.turns) + 1} of at most {run.max_turns}: {waiting} ({run.stepper.seconds:.0f} s)")
         if not run.stepper.step():
             break

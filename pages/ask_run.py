@@ -14,10 +14,15 @@ from pages import common
 from pages.stepper import Stepper
 
 POLICY_LABELS = {
-    "vllm": "vLLM endpoint",
-    "transformers": "in-process transformers",
+    "vllm": "vLLM server",
+    "transformers": "transformers",
     "offline": "offline (no model)",
 }
+POLICY_HELP = (
+    "vLLM server: an OpenAI-compatible endpoint serving the VRAG model (Settings page). "
+    "transformers: Qwen2.5-VL loaded in this process from a local folder. "
+    "offline: no model at all; OCR and keyword rules stand in for one."
+)
 
 
 @dataclass
@@ -28,6 +33,10 @@ class AskRun:
     index_folder: Path | None  # the index searched in process (None when searching a remote server)
     policy_name: str
     max_turns: int
+
+    @property
+    def waiting_for(self) -> str:
+        return {"vllm": "the model server", "transformers": "the in-process model", "offline": "the offline policy (OCR)"}[self.policy_name]
 
 
 def start_run(question: str, policy_name: str, max_turns: int, index_name: str, index_folder: Path, settings: common.Settings, gold: dict) -> AskRun:

@@ -26,14 +26,15 @@ from pages import common
 
 log = logging.getLogger(__name__)
 
-ROW_FIGURE_HEIGHT = 320
+ROW_CELL_WIDTH = 250  # about the width of one row cell on a 1280 px wide window (pixels)
+ROW_FIGURE_MIN_HEIGHT, ROW_FIGURE_MAX_HEIGHT = 140, 420
 ROW_FIGURE_MAX_SIDE = 900  # pixels of the page image embedded in a row's figure (keeps reruns light)
 THUMBNAILS = 6  # search hits drawn as thumbnails; the rest are listed
 SHOWN_COLOUR = "#1f9d55"
 CROP_COLOUR = "#d62728"
 BBOX_COLOUR = "#1f77b4"
 PARENT_COLOUR = "#7f7f7f"
-COLUMNS = [1.15, 1.0, 1.3, 1.0, 1.3]
+COLUMNS = [1.3, 1.0, 1.3, 1.1, 1.3]
 HEADERS = ["Thought and action", "Search results", "Page acted on", "Zoomed crop", "Heatmap"]
 
 
@@ -211,6 +212,16 @@ def _search_results(turn: Turn) -> None:
 
 
 def _figure(key: str, figure) -> None:
+    """A figure sized for a row cell: as tall as the page's aspect needs at the cell's width, no tick
+    labels or colour bar (hovering still reads page coordinates and scores), the mode bar on hover."""
+    x0, x1 = figure.layout.xaxis.range
+    y1, y0 = figure.layout.yaxis.range
+    height = int(min(ROW_FIGURE_MAX_HEIGHT, max(ROW_FIGURE_MIN_HEIGHT, ROW_CELL_WIDTH * (y1 - y0) / (x1 - x0))))
+    figure.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0))
+    frame = dict(showticklabels=False, ticks="", showline=True, mirror=True, linecolor="#c8c8c8")  # outline white pages
+    figure.update_xaxes(**frame)
+    figure.update_yaxes(**frame)
+    figure.update_traces(showscale=False, selector=dict(type="heatmap"))
     st.plotly_chart(figure, key=key, config={"displaylogo": False})
 
 
@@ -229,7 +240,7 @@ def _page_acted_on(turn: Turn, source: TurnSource, key: str) -> None:
             boxes.append((view.model_to_page(turn.bbox_model), "bbox", BBOX_COLOUR))
         if list(view.region) != region:  # a crop of a crop: outline the crop it acted on
             boxes.insert(0, (view.region, "previous crop", PARENT_COLOUR))
-        _figure(f"{key}-page", page_figure(image, region=region, boxes=boxes, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE))
+        _figure(f"{key}-page", page_figure(image, region=region, boxes=boxes, max_side=ROW_FIGURE_MAX_SIDE))
         st.caption(common.md_escape(f"{view.page_id}: crop {_box_text(turn.bbox_page)} (page pixels, 56 px padding)"))
     elif turn.action == "search" and turn.observation is not None:
         picture = source.page_picture(turn.observation)
@@ -237,7 +248,7 @@ def _page_acted_on(turn: Turn, source: TurnSource, key: str) -> None:
             st.caption("The page image is missing.")
             return
         image, region = picture
-        _figure(f"{key}-page", page_figure(image, region=region, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE))
+        _figure(f"{key}-page", page_figure(image, region=region, max_side=ROW_FIGURE_MAX_SIDE))
         st.caption(common.md_escape(f"{turn.observation.page_id}, shown to the model at {turn.observation.input_size[0]}x{turn.observation.input_size[1]}"))
     else:
         st.caption("No page in this turn.")
@@ -254,7 +265,7 @@ def _zoomed_crop(turn: Turn, source: TurnSource, key: str) -> None:
         st.caption("The crop image is missing.")
         return
     view = turn.observation
-    figure = crop_figure(Image.open(io.BytesIO(jpeg)), region=view.region, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE)
+    figure = crop_figure(Image.open(io.BytesIO(jpeg)), region=view.region, max_side=ROW_FIGURE_MAX_SIDE)
     _figure(f"{key}-crop", figure)
     st.caption(f"what the model saw: {view.input_size[0]}x{view.input_size[1]} px")
 
@@ -309,11 +320,11 @@ def _heatmap_cell(turn: Turn, source: TurnSource, key: str, kinds: dict[str, Cal
     image, region = picture
     boxes = [(turn.bbox_page, "crop", CROP_COLOUR)] if turn.action == "bbox" and turn.bbox_page and turn.acted_on and turn.acted_on.page_id == heat.view.page_id else []
     if heat.values is None:
-        figure = page_figure(image, region=region, boxes=boxes, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE)
+        figure = page_figure(image, region=region, boxes=boxes, max_side=ROW_FIGURE_MAX_SIDE)
     else:
         figure = page_figure(
             image, region=region, heatmap=heat.values, heatmap_extent=heat.extent, boxes=boxes, opacity=opacity,
-            heatmap_name=heat.name, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE,
+            heatmap_name=heat.name, max_side=ROW_FIGURE_MAX_SIDE,
         )
     st.caption(common.md_escape(heat.note))
     _figure(f"{key}-heat", figure)
@@ -381,8 +392,8 @@ def render_turn_compact(turn: Turn, source: TurnSource, key: str) -> None:
     if turn.action == "bbox":
         jpeg = source.view_jpeg(view)
         if jpeg is not None:
-            _figure(f"{key}-crop", crop_figure(Image.open(io.BytesIO(jpeg)), region=view.region, height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE))
+            _figure(f"{key}-crop", crop_figure(Image.open(io.BytesIO(jpeg)), region=view.region, max_side=ROW_FIGURE_MAX_SIDE))
     else:
         picture = source.page_picture(view)
         if picture is not None:
-            _figure(f"{key}-page", page_figure(picture[0], region=picture[1], height=ROW_FIGURE_HEIGHT, max_side=ROW_FIGURE_MAX_SIDE))
+            _figure(f"{key}-page", page_figure(picture[0], region=picture[1], max_side=ROW_FIGURE_MAX_SIDE))
