@@ -122,3 +122,39 @@ def _caption(top: int, x1, y1, x2, y2, h, in_table) -> list[int]:
             break
         lines.insert(0, j)
     return lines
+
+
+def phrases(boxes: Sequence[BoxCoords], max_gap: float = 0.8) -> np.ndarray:
+    """Phrase number of each word box: words of one line join while the gap between them is small.
+
+    A PDF text layer gives one box per word; OCR gives one per line or table cell. Reading
+    contexts and embeddings need the OCR-like unit, so words are grouped first: words share a line
+    when their vertical centres are within half a word height of the line's first word, and a
+    phrase continues while the horizontal gap to the next word is at most `max_gap` times the
+    taller word's height (a space is ~0.3 of it; table columns are several heights apart).
+    Phrases are numbered in reading order (lines top to bottom, left to right).
+    """
+    n = len(boxes)
+    out = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return out
+    b = np.asarray(boxes, dtype=np.float64).reshape(n, 4)
+    x1, y1, x2, y2 = b.T
+    h = np.maximum(y2 - y1, 1e-6)
+    cy = (y1 + y2) / 2
+    lines: list[list[int]] = []
+    for i in np.argsort(cy, kind="stable"):
+        if lines and cy[i] - cy[lines[-1][0]] <= 0.5 * h[lines[-1][0]]:
+            lines[-1].append(int(i))
+        else:
+            lines.append([int(i)])
+    phrase = -1
+    for line in lines:
+        line.sort(key=lambda i: x1[i])
+        prev = None
+        for i in line:
+            if prev is None or x1[i] - x2[prev] > max_gap * max(h[i], h[prev]):
+                phrase += 1
+            out[i] = phrase
+            prev = i
+    return out

@@ -11,6 +11,8 @@ cell is scored as "caption: row header ... column header cell", which is how a p
 so the cell answering "how many outbound trips did Japan make in 2014?" lights up although its
 own text is "7.9". Prose lines read as themselves. The dense signal takes the better of the box's
 own text and its context. The two signals mix into one score per box in [0, 1].
+A PDF text layer gives one box per word; words are first grouped into phrases (the unit OCR
+gives), scored as phrases, and every word gets its phrase's score.
 
 `paint_boxes` then paints box scores into a page-space grid. Grid conventions (shared with
 agent/figures.py and agent/attention_maps.py): `values[row, col]`, row 0 at the top of the page;
@@ -20,7 +22,8 @@ dy = (y1-y0)/rows.
 
 Everything that does not depend on the query (reading contexts, their tokens, the embeddings of
 box texts and contexts) is computed once per page and kept in a `BoxCache` that the caller owns
-and passes in. With a warm cache a map costs one query embedding plus a little numpy
+and passes in; it also keeps the last few query embeddings, since a turn maps one query over
+several pages. With a warm cache a map costs at most one query embedding plus a little numpy
 (bench/relevance_speed.py measures it).
 """
 from __future__ import annotations
@@ -28,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
 
-from .reading_context import reading_contexts
+from .reading_context import phrases, reading_contexts
 from .types import Page
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ class BoxScores:
     dense: np.ndarray  # cosine similarity of the box text or its reading context, clipped to [0, 1]
     lexical: np.ndarray  # BM25-weighted share of the query terms in the reading context, in [0, 1]
     combined: np.ndarray  # weights.dense * dense + weights.lexical * lexical, in [0, 1]
-    contexts: list[str]  # what each box was read as (for hover text and for debugging a map)
+    contexts: list[str]  # what each box was read as (its phrase's context for PDF words; for hover text)
 
 
 @dataclass
@@ -83,11 +86,14 @@ class RelevanceMap:
 
 @dataclass
 class _PageText:
+    """A page's text units (OCR lines, or phrases of PDF words) with everything a query needs."""
+
     fingerprint: str
-    contexts: list[str]
-    tokens: list[Counter]  # term counts of each box's reading context
-    text_vectors: np.ndarray  # (n_boxes, dim) embeddings of the box texts
-    context_vectors: np.ndarray  # (n_boxes, dim) embeddings of the contexts (a copy of the text row for prose)
+    unit_of: np.ndarray  # (n_boxes,) the unit each box belongs to
+    contexts: list[str]  # per unit
+    tokens: list[Counter]  # term counts of each unit's reading context
+    text_vectors: np.ndarray  # (n_units, dim) embeddings of the unit texts
+    context_vectors: np.ndarray  # (n_units, dim) embeddings of the contexts (a copy of the text row for prose)
 
 
 @dataclass
@@ -100,28 +106,53 @@ class BoxCache:
 
     embedder: Embedder
     tokenize: Tokenizer
+    max_queries: int = 64  # query embeddings kept: one query is mapped over several pages in a turn
     _pages: dict[str, _PageText] = field(default_factory=dict, repr=False)
+    _queries: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+
+    @classmethod
+    def for_index(cls, index) -> "BoxCache":
+        """A cache using a DocumentIndex's own embedder and the index's tokenizer."""
+        from .tokenize import tokenize
+
+        return cls(index.embedder, tokenize)
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding, computed once while it is among the last `max_queries` queries."""
+        vector = self._queries.get(query)
+        if vector is None:
+            vector = np.asarray(self.embedder.encode_query(query), dtype=np.float32).reshape(-1)
+            self._queries[query] = vector
+            while len(self._queries) > self.max_queries:
+                self._queries.popitem(last=False)
+        else:
+            self._queries.move_to_end(query)
+        return vector
 
     def page_text(self, page: Page) -> _PageText:
         texts = [b.text for b in page.boxes]
         boxes = [b.box for b in page.boxes]
-        fingerprint = hashlib.sha1(repr((texts, boxes)).encode("utf-8")).hexdigest()
+        fingerprint = hashlib.sha1(repr((page.text_source, texts, boxes)).encode("utf-8")).hexdigest()
         cached = self._pages.get(page.page_id)
         if cached is not None and cached.fingerprint == fingerprint:
             return cached
-        contexts = reading_contexts(texts, boxes)
-        # one encoder call for the box texts and the contexts that differ from them
-        extra = sorted({c for c, t in zip(contexts, texts) if c != t})
-        vectors = np.asarray(self.embedder.encode_texts(texts + extra), dtype=np.float32) if texts else None
-        if vectors is None:
-            text_vectors = context_vectors = np.zeros((0, 0), dtype=np.float32)
-        else:
-            text_vectors = vectors[: len(texts)]
-            row_of = {c: len(texts) + k for k, c in enumerate(extra)}
+        # a PDF text layer gives words; OCR already gives lines and table cells
+        unit_of = phrases(boxes) if page.text_source == "pdf" else np.arange(len(boxes))
+        unit_texts, unit_boxes = _units(texts, boxes, unit_of)
+        contexts = reading_contexts(unit_texts, unit_boxes)
+        # one encoder call for the unit texts and the contexts that differ from them
+        extra = sorted({c for c, t in zip(contexts, unit_texts) if c != t})
+        if unit_texts:
+            vectors = np.asarray(self.embedder.encode_texts(unit_texts + extra), dtype=np.float32)
+            text_vectors = vectors[: len(unit_texts)]
+            row_of = {c: len(unit_texts) + k for k, c in enumerate(extra)}
             context_vectors = vectors[[row_of.get(c, i) for i, c in enumerate(contexts)]]
-        entry = _PageText(fingerprint, contexts, [Counter(self.tokenize(c)) for c in contexts], text_vectors, context_vectors)
+        else:
+            text_vectors = context_vectors = np.zeros((0, 0), dtype=np.float32)
+        tokens = [Counter(self.tokenize(c)) for c in contexts]
+        entry = _PageText(fingerprint, unit_of, contexts, tokens, text_vectors, context_vectors)
         self._pages[page.page_id] = entry
-        log.debug("cached %d boxes (%d table contexts) of page %s", len(texts), len(extra), page.page_id)
+        log.debug("cached page %s: %d boxes, %d units, %d table contexts", page.page_id, len(texts), len(unit_texts), len(extra))
         return entry
 
     def __len__(self) -> int:
@@ -134,11 +165,28 @@ def box_relevance(query: str, page: Page, cache: BoxCache, weights: RelevanceWei
         empty = np.zeros(0, dtype=np.float32)
         return BoxScores(empty, empty, empty, [])
     text = cache.page_text(page)
-    q = np.asarray(cache.embedder.encode_query(query), dtype=np.float32).reshape(-1)
-    dense = np.clip(np.maximum(text.text_vectors @ q, text.context_vectors @ q), 0.0, 1.0)
+    q = cache.query_vector(query)
+    dense = np.clip(np.maximum(text.text_vectors @ q, text.context_vectors @ q), 0.0, 1.0).astype(np.float32)
     lexical = lexical_scores(cache.tokenize(query), text.tokens, k1=weights.k1, b=weights.b)
     combined = (weights.dense * dense + weights.lexical * lexical).astype(np.float32)
-    return BoxScores(dense.astype(np.float32), lexical, combined, text.contexts)
+    # every word of a phrase gets the phrase's scores
+    u = text.unit_of
+    return BoxScores(dense[u], lexical[u], combined[u], [text.contexts[i] for i in u])
+
+
+def _units(texts: list[str], boxes: list, unit_of: np.ndarray) -> tuple[list[str], list[tuple[float, ...]]]:
+    """Text (members left to right) and bounding box of each unit."""
+    n_units = int(unit_of.max()) + 1 if len(unit_of) else 0
+    members: list[list[int]] = [[] for _ in range(n_units)]
+    for i, u in enumerate(unit_of):
+        members[u].append(i)
+    unit_texts, unit_boxes = [], []
+    for m in members:
+        m.sort(key=lambda i: boxes[i][0])
+        unit_texts.append(" ".join(texts[i] for i in m))
+        b = np.asarray([boxes[i] for i in m], dtype=np.float64)
+        unit_boxes.append((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()))
+    return unit_texts, unit_boxes
 
 
 def relevance_map(
