@@ -1,13 +1,17 @@
 """Relevance maps: the maths on tiny arrays, then real pages of ../shared/corpus/vrag-demo."""
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from search_engine.reading_context import reading_contexts
-from search_engine.relevance import grid_for, lexical_scores, paint_boxes
+from search_engine.reading_context import phrases, reading_contexts
+from search_engine.relevance import BoxCache, box_relevance, grid_for, lexical_scores, paint_boxes, relevance_map
+from search_engine.tokenize import tokenize
+from search_engine.types import Page
 
 # --- paint_boxes -----------------------------------------------------------------------------------
 
@@ -187,3 +191,135 @@ def test_two_line_column_headers_and_wordy_row_headers():
     contexts = reading_contexts(texts, boxes)
     assert contexts[7] == "Japan Uncertainty avoidance 95"  # the rank "1" is not the row's label
     assert contexts[6] == "Japan Power Distance 54"
+
+
+# --- phrases (PDF words) ----------------------------------------------------------------------------
+
+
+def test_words_on_a_line_join_into_phrases_and_table_columns_stay_apart():
+    words = [
+        (0, 0, 40, 12), (44, 1, 90, 13),  # "Water delivered": a space apart
+        (200, 0, 240, 12),  # "2025": a table column away
+        (0, 30, 40, 42), (43, 30, 80, 42),  # the next line
+    ]  # fmt: skip
+    assert phrases(words).tolist() == [0, 0, 1, 2, 2]
+    assert phrases([]).tolist() == []
+
+
+# --- scoring real pages -----------------------------------------------------------------------------
+
+QUESTIONS = json.loads((Path(__file__).parent.parent / "bench" / "questions" / "vrag_demo_dev.json").read_text("utf-8"))
+TABLE_QUESTIONS = [q for q in QUESTIONS["examples"] if "evidence_row_box" in q["meta_info"]]
+
+
+def _centre_inside(box, region) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return region[0] <= cx <= region[2] and region[1] <= cy <= region[3]
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked to encode (to prove the cache works)."""
+
+    def __init__(self, inner):
+        self.inner, self.texts_encoded, self.queries_encoded = inner, 0, 0
+
+    def encode_texts(self, texts):
+        self.texts_encoded += len(texts)
+        return self.inner.encode_texts(texts)
+
+    def encode_query(self, query):
+        self.queries_encoded += 1
+        return self.inner.encode_query(query)
+
+
+@pytest.fixture(scope="module")
+def cache(demo_index) -> BoxCache:
+    return BoxCache.for_index(demo_index)
+
+
+def test_the_demo_set_has_table_questions_with_row_boxes():
+    assert len(TABLE_QUESTIONS) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", TABLE_QUESTIONS, ids=[q["uid"] for q in TABLE_QUESTIONS])
+def test_the_hottest_box_is_in_the_asked_cells_row(demo_index, cache, question):
+    meta = question["meta_info"]
+    page = demo_index.page(meta["page_ids"][0])
+    scores = box_relevance(question["query"], page, cache)
+    assert scores.combined.shape == (len(page.boxes),)
+    best = int(np.argmax(scores.combined))
+    hottest = page.boxes[best]
+    assert _centre_inside(hottest.box, meta["evidence_row_box"]), (
+        f"hottest box {hottest.text!r} at {hottest.box} (read as {scores.contexts[best]!r}) "
+        f"is outside the row {meta['evidence_row_box']} of the answer {question['reference_answer']!r}"
+    )
+    # and the map agrees: its hottest cell lies on that row
+    rmap = relevance_map(question["query"], page, cache)
+    rows, cols = rmap.values.shape
+    i, j = np.unravel_index(np.argmax(rmap.values), rmap.values.shape)
+    cell_y = (i + 0.5) * page.height / rows
+    row_box = meta["evidence_row_box"]
+    assert row_box[1] - page.height / rows <= cell_y <= row_box[3] + page.height / rows
+
+
+@pytest.mark.slow
+def test_relevance_map_shape_extent_and_range(demo_index, cache):
+    page = demo_index.page("aliyun4_4")
+    rmap = relevance_map("VPC对等连接是哪一年发布的？", page, cache)
+    assert rmap.values.shape == grid_for((page.width, page.height)) == (54, 96)
+    assert rmap.values.dtype == np.float32
+    assert rmap.extent == (0.0, 0.0, 5334.0, 3000.0)
+    assert rmap.values.max() == pytest.approx(1.0) and rmap.values.min() == 0.0
+    assert 0 < rmap.peak <= 1
+    assert len(rmap.box_scores.contexts) == len(page.boxes)
+    for name in ("dense", "lexical", "combined"):
+        values = getattr(rmap.box_scores, name)
+        assert values.shape == (len(page.boxes),) and (values >= 0).all() and (values <= 1).all()
+    custom = relevance_map("VPC", page, cache, grid_shape=(3, 5))
+    assert custom.values.shape == (3, 5)
+
+
+@pytest.mark.slow
+def test_box_embeddings_are_computed_once_per_page(demo_index):
+    embedder = CountingEmbedder(demo_index.embedder)
+    cache = BoxCache(embedder, tokenize)
+    page = demo_index.page("slide_14_1024")  # a small page: this test embeds it from scratch
+    first = box_relevance("outbound trips of Japan in 2014", page, cache)
+    encoded = embedder.texts_encoded
+    assert encoded >= len(page.boxes)  # the box texts, plus the table cells' reading contexts
+    second = box_relevance("outbound trips of India in 2020", page, cache)
+    again = box_relevance("outbound trips of India in 2020", page, cache)
+    assert embedder.texts_encoded == encoded  # no box embedded twice
+    assert embedder.queries_encoded == 2  # the repeated query was remembered
+    np.testing.assert_array_equal(second.combined, again.combined)
+    assert not np.array_equal(first.combined, second.combined)
+    assert len(cache) == 1
+
+
+@pytest.mark.slow
+def test_a_page_whose_text_changed_is_recomputed(demo_index):
+    embedder = CountingEmbedder(demo_index.embedder)
+    cache = BoxCache(embedder, tokenize)
+    page = demo_index.page("slide_8_1024")
+    box_relevance("Japan", page, cache)
+    encoded = embedder.texts_encoded
+    changed = Page.from_dict({**page.to_dict(), "boxes": [{"text": "Japan", "box": [10, 10, 100, 40]}]})
+    scores = box_relevance("Japan", changed, cache)
+    assert embedder.texts_encoded == encoded + 1
+    assert scores.combined.shape == (1,) and scores.combined[0] > 0.5
+
+
+def test_a_page_without_text_gives_an_empty_map(demo_index):
+    page = Page(page_id="blank", source="", page=1, image_file="", width=800, height=600, text_source="none")
+    rmap = relevance_map("anything", page, BoxCache.for_index(demo_index))
+    assert rmap.values.shape == (72, 96) and not rmap.values.any()
+    assert rmap.peak == 0.0 and rmap.box_scores.combined.shape == (0,)
+
+
+@pytest.mark.slow
+def test_a_query_matching_nothing_gives_low_scores_not_errors(demo_index, cache):
+    page = demo_index.page("slide_3_1024")
+    rmap = relevance_map("zzzz qqqq", page, cache)
+    assert rmap.box_scores.lexical.max() == 0.0
+    assert np.isfinite(rmap.values).all() and rmap.values.max() <= 1.0
