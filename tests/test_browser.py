@@ -96,9 +96,10 @@ def test_two_tabs_run_at_once_without_mixing_their_turns(server):
             page.get_by_text("Final answer").wait_for(timeout=RUN_SECONDS)
         texts = {q: t for t in trajectories(data) for q in [t["question"]]}
         for page, mine, theirs in ((one, QUESTION, OTHER), (two, OTHER, QUESTION)):
-            body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
-            assert mine in body and theirs not in body
-            assert texts[mine]["answer"] in body
+            shown = page.locator("[data-testid='stText']").all_inner_texts()  # the run's question and the model text
+            assert mine in shown and theirs not in shown
+            assert texts[mine]["id"] in page.get_by_text("saved as", exact=False).first.inner_text()
+            page.get_by_text(texts[mine]["answer"], exact=True).first.wait_for()
         one.screenshot(path=str(ARTIFACTS / "browser-tab-one.png"))
         two.screenshot(path=str(ARTIFACTS / "browser-tab-two.png"))
 
