@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (pages done, pages total, message)
 MODES = ("fused", "dense", "lexical")
+# Read sources are embedded and committed together once they hold EMBED_BATCH pages, or once the
+# oldest has waited COMMIT_SECONDS: fast text-layer pages get full batches, slow OCR'd pages are
+# committed within seconds, so a killed ingest loses little work either way.
 EMBED_BATCH = 32
+COMMIT_SECONDS = 10.0
 CHECKPOINT_SECONDS = 60.0  # save the dense index at least this often during a long ingest
 
 
@@ -232,13 +236,24 @@ class DocumentIndex:
                     report.removed += self._drop_source(str(source.path))
         total, done = sum(n for *_, n in counted), 0
         last_checkpoint = time.monotonic()
+        pending: list[_ReadSource] = []  # read but not yet embedded and committed
         for source, sha, n_pages in counted:
             if str(source.path) in self._records:
                 report.removed += self._drop_source(str(source.path))
-            done = self._ingest_source(source, sha, n_pages, report, progress, done, total)
+            if not pending:
+                waiting_since = time.monotonic()
+            read = self._read_source(source, sha, n_pages, report, progress, done, total, pending)
+            done += n_pages
+            if read.pages:
+                pending.append(read)
+            if (sum(len(r.pages) for r in pending) >= EMBED_BATCH
+                    or time.monotonic() - waiting_since > COMMIT_SECONDS):
+                self._commit(pending, report)
+                pending = []
             if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
                 self._save_dense()
                 last_checkpoint = time.monotonic()
+        self._commit(pending, report)
         self._save_dense()
         self._store.write_manifest(list(self._records.values()), self.config.format_version)
         report.seconds = round(time.perf_counter() - started, 3)
@@ -268,38 +283,44 @@ class DocumentIndex:
                 todo.append((source, sha))
         return todo
 
-    def _ingest_source(self, source: SourceFile, sha: str, n_pages: int, report: IngestReport,
-                       progress: Progress | None, done: int, total: int) -> int:
-        """Read, OCR and embed one source, then commit its record. Returns the new pages-done count."""
-        stem = self._stem_for(source, n_pages)
-        pages: list[Page] = []
-        texts: list[str] = []
-        images: list[Image.Image] = []
+    def _read_source(self, source: SourceFile, sha: str, n_pages: int, report: IngestReport,
+                     progress: Progress | None, done: int, total: int, pending: list["_ReadSource"]) -> "_ReadSource":
+        """Render (or load) and OCR every page of one source, writing its page images."""
+        taken = {p.page_id for r in pending for p in r.pages}
+        read = _ReadSource(source, sha, self._stem_for(source, n_pages, taken))
         try:
             raws = read_pages(source, self.config.dpi, self.config.max_image_pixels, self.config.jpeg_quality)
             for number, raw in enumerate(raws, start=1):
-                done += 1
                 if isinstance(raw, SourceError):
                     report.skipped.append(SkippedFile(f"{source.path}#page={number}", str(raw)))
                 else:
-                    pages.append(self._make_page(source, stem, raw))
-                    texts.append(" ".join(b.text for b in pages[-1].boxes))
+                    read.pages.append(self._make_page(source, read.stem, raw))
+                    read.texts.append(" ".join(b.text for b in read.pages[-1].boxes))
                     if self.embedder.modality == "image":
-                        images.append(raw.rgb())
+                        read.images.append(raw.rgb())
                 if progress:
-                    progress(done, total, f"{source.path.name} page {number}/{n_pages}")
+                    progress(done + number, total, f"{source.path.name} page {number}/{n_pages}")
         except SourceError as e:
             report.skipped.append(SkippedFile(str(source.path), str(e)))
-        if not pages:
-            return done
-        vectors = self._embed(texts, images)
-        vids = list(range(self._next_vid, self._next_vid + len(pages)))
-        self._next_vid += len(pages)
-        record = SourceRecord(str(source.path), sha, source.size, source.mtime_ns, vids, pages, vectors)
-        self._store.write_record(record)  # the commit point for this source
-        self._install(record)
-        report.added += [p.page_id for p in pages]
-        return done
+        return read
+
+    def _commit(self, pending: list["_ReadSource"], report: IngestReport) -> None:
+        """Embed the pages of several read sources in one go, then commit each source's record."""
+        if not pending:
+            return
+        vectors = self._embed([t for r in pending for t in r.texts], [i for r in pending for i in r.images])
+        start = 0
+        for read in pending:
+            n = len(read.pages)
+            vids = list(range(self._next_vid, self._next_vid + n))
+            self._next_vid += n
+            source = read.source
+            record = SourceRecord(str(source.path), read.sha, source.size, source.mtime_ns, vids, read.pages,
+                                  vectors[start : start + n])
+            start += n
+            self._store.write_record(record)  # the commit point for this source
+            self._install(record)
+            report.added += [p.page_id for p in read.pages]
 
     def _make_page(self, source: SourceFile, stem: str, raw: RawPage) -> Page:
         boxes, text_source = page_boxes(raw, self.ocr, self.config.min_text_chars)
@@ -312,10 +333,10 @@ class DocumentIndex:
             return self.embedder.encode_images(images)
         return np.vstack([self.embedder.encode_texts(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)])
 
-    def _stem_for(self, source: SourceFile, n_pages: int) -> str:
+    def _stem_for(self, source: SourceFile, n_pages: int, taken: set[str]) -> str:
         stem = source.path.stem[:100]  # keeps `{page_id}.jpg` well under file-name length limits
         wanted = [f"{stem}_{i}" for i in range(1, n_pages + 1)] if source.kind == "pdf" else [stem]
-        if any(pid in self._pages for pid in wanted):
+        if any(pid in self._pages or pid in taken for pid in wanted):
             return f"{stem}-{hashlib.sha1(str(source.path).encode()).hexdigest()[:6]}"
         return stem
 
@@ -406,6 +427,18 @@ class DocumentIndex:
 
     def __len__(self) -> int:
         return len(self._pages)
+
+
+@dataclasses.dataclass
+class _ReadSource:
+    """One source's pages, read and OCR'd, waiting to be embedded and committed."""
+
+    source: SourceFile
+    sha: str
+    stem: str
+    pages: list[Page] = dataclasses.field(default_factory=list)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    images: list[Image.Image] = dataclasses.field(default_factory=list)
 
 
 def _under(path: Path, roots: list[Path]) -> bool:

@@ -110,17 +110,21 @@ def test_remove_by_page_id_source_and_folder(tmp_path, embedder):
 
 def test_a_killed_ingest_leaves_a_loadable_index_and_the_next_run_resumes(tmp_path, embedder):
     docs, index_dir = tmp_path / "docs", tmp_path / "index"
-    pdfs(docs, ["d1", "d2", "d3", "d4"], pages=3)
-    child = run_child(index_dir, docs, kill_at=8)  # SIGKILL while reading d3's 2nd page
+    pdfs(docs, ["d1", "d2", "d3", "d4"], pages=12)
+    # Read sources are committed once 32 pages wait (index.EMBED_BATCH) or after a few seconds, so
+    # when d4's 4th page is read, d1 at least is on disk (d1-d3 hold 36 pages), and d4 is not.
+    child = run_child(index_dir, docs, kill_at=40)
     child.wait(timeout=600)
     assert child.returncode == -9, child.stderr.read()
 
     index = DocumentIndex.open(index_dir, embedder=embedder)
-    assert sorted(p.page_id for p in index.pages()) == [f"d{d}_{p}" for d in (1, 2) for p in (1, 2, 3)]
-    assert index.search("topic d22", 1)[0].page_id == "d2_2"  # dense + lexical rebuilt from the records
+    kept = sorted({p.page_id.split("_")[0] for p in index.pages()})
+    assert kept and kept == ["d1", "d2", "d3"][: len(kept)]  # whole sources, in order
+    assert len(index) == 12 * len(kept)  # no half source
+    assert index.search("topic d13", 1)[0].page_id == "d1_3"  # dense + lexical rebuilt from the records
     report = index.ingest([docs])
-    assert report.unchanged_files == 2 and sorted(report.added) == [f"d{d}_{p}" for d in (3, 4) for p in (1, 2, 3)]
-    assert len(list((index_dir / "images").iterdir())) == 12  # the dead run's half-written images are gone
+    assert report.unchanged_files == len(kept) and len(report.added) == 48 - 12 * len(kept)
+    assert len(index) == 48 and len(list((index_dir / "images").iterdir())) == 48  # half-written images gone
 
     # killed again while re-reading a changed file: its old pages are gone, nothing is half-there
     pdfs(docs, ["d2"], pages=3, tag="v2")
@@ -128,7 +132,7 @@ def test_a_killed_ingest_leaves_a_loadable_index_and_the_next_run_resumes(tmp_pa
     child.wait(timeout=600)
     assert child.returncode == -9
     index = DocumentIndex.open(index_dir, embedder=embedder)
-    assert len(index) == 9 and not any(p.page_id.startswith("d2_") for p in index.pages())
+    assert len(index) == 36 and not any(p.page_id.startswith("d2_") for p in index.pages())  # d2: 12 -> 3 pages
     assert {h.page_id for h in index.search("topic d22", 10)}.isdisjoint({"d2_1", "d2_2", "d2_3"})
     report = index.ingest([docs])
     assert sorted(report.added) == ["d2_1", "d2_2", "d2_3"] and "v2" in index.page("d2_2").text
