@@ -15,7 +15,8 @@ The rules, deliberately few (OCR gives us line boxes and nothing about table str
   extents overlap by at least half of the narrower one) and spans no other column of its row
   (it overlaps no other cell of the cell's row by more than a quarter of that cell's width), so a
   header may be wider than its numbers but a full-width line is nobody's header; plus up to
-  two lines right under it that touch the line above and have letters (headers often wrap);
+  two lines right under it that touch the line above, have letters, and sit in a row that is
+  mostly words (headers often wrap; a body row of names and numbers is not a header line);
 - caption: the nearest box above the column header (or above the cell when it has none) that
   either overlaps the header horizontally or is a line alone in its row, such as a table title
   set flush left above the first column; plus up to two lines right above it that touch it and
@@ -61,8 +62,13 @@ def reading_contexts(texts: Sequence[str], boxes: Sequence[BoxCoords]) -> list[s
         return same_row, aligned & above & (index[rows, None] != index[None, :])
 
     in_table = np.zeros(n, dtype=bool)
+    wordy_row = np.zeros(n, dtype=bool)  # most boxes of the box's row (itself included) have letters
     for start in range(0, n, _CHUNK):
-        in_table[start : start + _CHUNK] = relations(slice(start, start + _CHUNK))[0].any(axis=1)
+        same_row = relations(slice(start, start + _CHUNK))[0]
+        in_table[start : start + _CHUNK] = same_row.any(axis=1)
+        members = same_row.sum(axis=1) + 1
+        words = same_row @ wordy.astype(np.int64) + wordy[start : start + _CHUNK]
+        wordy_row[start : start + _CHUNK] = 2 * words > members
 
     contexts = list(texts)
     for start in range(0, n, _CHUNK):
@@ -83,7 +89,7 @@ def reading_contexts(texts: Sequence[str], boxes: Sequence[BoxCoords]) -> list[s
                 parts.append(texts[top])
                 last = top
                 for j in column[1:HEADER_LINES]:  # a wrapped header: touching lines with letters
-                    if not wordy[j] or y1[j] - y2[last] > 0.5 * h[last]:
+                    if not (wordy[j] and wordy_row[j]) or y1[j] - y2[last] > 0.5 * h[last]:
                         break
                     parts.append(texts[j])
                     last = j

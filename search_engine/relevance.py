@@ -76,12 +76,19 @@ class BoxScores:
 
 @dataclass
 class RelevanceMap:
-    """Box scores painted on a page grid. `values` is in [0, 1] relative to this page's best box."""
+    """Box scores painted on a page grid, stretched so that the map shows where on THIS page the query fits.
 
-    values: np.ndarray  # (rows, cols) float32, row 0 at the top
+    `values` = (score - floor) / (peak - floor), clipped to [0, 1]: 1 is the page's best box, 0 is
+    a box no better than the page's median box (and any area without text). Dense similarity
+    gives every line of an on-topic page a middling score; without the floor the whole page would
+    glow. `peak` and `floor` keep the absolute scale (a page where nothing matches has a low peak).
+    """
+
+    values: np.ndarray  # (rows, cols) float32 in [0, 1], row 0 at the top
     extent: tuple[float, float, float, float]  # (x0, y0, x1, y1) page pixels the grid covers
     box_scores: BoxScores
-    peak: float  # the largest combined box score before normalisation (0: nothing on the page matches)
+    peak: float  # the best combined box score (0 for a page without text)
+    floor: float  # the median combined box score
 
 
 @dataclass
@@ -199,9 +206,10 @@ def relevance_map(
     """Box scores for `query` painted over the whole page. `grid_shape` (rows, cols) defaults to `grid_for`."""
     scores = box_relevance(query, page, cache, weights)
     size = (page.width, page.height)
-    values = paint_boxes(scores.combined, [b.box for b in page.boxes], size, grid_shape or grid_for(size))
-    peak = float(scores.combined.max()) if len(scores.combined) else 0.0
-    return RelevanceMap(values=values, extent=(0.0, 0.0, float(page.width), float(page.height)), box_scores=scores, peak=peak)
+    shown, peak, floor = stretch(scores.combined)
+    values = paint_boxes(shown, [b.box for b in page.boxes], size, grid_shape or grid_for(size), normalize=False)
+    extent = (0.0, 0.0, float(page.width), float(page.height))
+    return RelevanceMap(values=values, extent=extent, box_scores=scores, peak=peak, floor=floor)
 
 
 # --- the maths, on plain arrays -----------------------------------------------------------------
@@ -238,6 +246,21 @@ def lexical_scores(query_tokens: list[str], box_tokens: list[Counter], k1: float
     if ceiling == 0:
         return out
     return np.clip(out / ceiling, 0.0, 1.0)
+
+
+def stretch(scores: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(scores mapped so the median is 0 and the best is 1, clipped to [0, 1]; the best; the median).
+
+    When the best is no better than the median (one box, or all equal), every positive score maps
+    to 1: there is nothing to tell apart, and a lone matching line should still show.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    if len(scores) == 0:
+        return scores, 0.0, 0.0
+    peak, floor = float(scores.max()), float(np.median(scores))
+    if peak - floor < 1e-6:
+        return (scores > 0).astype(np.float32), peak, floor
+    return np.clip((scores - floor) / (peak - floor), 0.0, 1.0).astype(np.float32), peak, floor
 
 
 def grid_for(page_size: tuple[int, int], long_side: int = 96) -> tuple[int, int]:

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from search_engine.reading_context import phrases, reading_contexts
-from search_engine.relevance import BoxCache, box_relevance, grid_for, lexical_scores, paint_boxes, relevance_map
+from search_engine.relevance import (
+    BoxCache,
+    box_relevance,
+    grid_for,
+    lexical_scores,
+    paint_boxes,
+    relevance_map,
+    stretch,
+)
 from search_engine.tokenize import tokenize
 from search_engine.types import Page
 
@@ -271,7 +279,7 @@ def test_relevance_map_shape_extent_and_range(demo_index, cache):
     assert rmap.values.dtype == np.float32
     assert rmap.extent == (0.0, 0.0, 5334.0, 3000.0)
     assert rmap.values.max() == pytest.approx(1.0) and rmap.values.min() == 0.0
-    assert 0 < rmap.peak <= 1
+    assert 0 <= rmap.floor < rmap.peak <= 1
     assert len(rmap.box_scores.contexts) == len(page.boxes)
     for name in ("dense", "lexical", "combined"):
         values = getattr(rmap.box_scores, name)
@@ -323,3 +331,12 @@ def test_a_query_matching_nothing_gives_low_scores_not_errors(demo_index, cache)
     rmap = relevance_map("zzzz qqqq", page, cache)
     assert rmap.box_scores.lexical.max() == 0.0
     assert np.isfinite(rmap.values).all() and rmap.values.max() <= 1.0
+
+
+def test_stretch_maps_the_median_box_to_zero_and_the_best_to_one():
+    shown, peak, floor = stretch(np.array([0.2, 0.3, 0.4, 0.5, 0.8], dtype=np.float32))
+    assert (peak, floor) == (pytest.approx(0.8), pytest.approx(0.4))
+    np.testing.assert_allclose(shown, [0, 0, 0, 0.25, 1.0], atol=1e-6)
+    assert stretch(np.array([0.3]))[0].tolist() == [1.0]  # a lone line that matches at all shows
+    assert stretch(np.array([0.0, 0.0]))[0].tolist() == [0.0, 0.0]
+    assert stretch(np.zeros(0))[0].shape == (0,)
