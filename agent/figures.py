@@ -109,21 +109,9 @@ def page_figure(
                 name=heatmap_name,
             )
         )
-    for box, label, color in boxes:
-        bx1, by1, bx2, by2 = (float(v) for v in box)
-        fig.add_shape(
-            type="rect",
-            x0=bx1,
-            y0=by1,
-            x1=bx2,
-            y1=by2,
-            xref="x",
-            yref="y",
-            line=dict(color=color, width=3),
-            fillcolor="rgba(0,0,0,0)",
-            label=dict(text=label, textposition="top left", font=dict(color=color, size=13)),
-            name=label,
-        )
+    # one layout update for all outlines: fig.add_shape per box re-validates every shape so far
+    # (quadratic: ~8 s for a page's 115 OCR lines, against ~0.1 s this way)
+    fig.update_layout(shapes=[_outline(box, label, color) for box, label, color in boxes])
 
     fig.update_xaxes(range=[x0, x1], showgrid=False, zeroline=False, constrain="domain", title=None)
     # y points down as in the image; scaleanchor keeps page pixels square.
@@ -137,6 +125,23 @@ def page_figure(
         height=height,
     )
     return fig
+
+
+def _outline(box: Box, label: str, color: str) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return dict(
+        type="rect",
+        xref="x",
+        yref="y",
+        x0=x1,
+        y0=y1,
+        x1=x2,
+        y1=y2,
+        line=dict(color=color, width=3 if label else 1.5),
+        fillcolor="rgba(0,0,0,0)",
+        label=dict(text=label, textposition="top left", font=dict(color=color, size=13)),
+        name=label,
+    )
 
 
 def heatmap_trace(
