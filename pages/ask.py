@@ -61,7 +61,7 @@ ask = ask_col.button("Ask", type="primary", disabled=running or not question.str
 if stop_col.button("Stop", disabled=not running, icon=":material/stop:", help="Ends the run after the current model call"):
     run.stepper.stop()
 if ask:
-    gold = next(({"answer": e.answer, "pages": list(e.pages)} for e in examples if e.question == question.strip()), {})
+    gold = next((e.gold() for e in examples if e.question == question.strip()), {})  # rewards for example questions
     try:
         run = start_run(question.strip(), policy_name, budget, index_name, index_folder, s, gold)
     except common.UserFacingError as e:
@@ -84,25 +84,24 @@ progress = st.empty()
 header_row()
 turns = st.container()
 source = TurnSource(traj, folder=run.folder, index_folder=run.index_folder)
-drawn = 0
 
 
-def draw_new_turns() -> None:
-    global drawn
+def draw_turns(start: int) -> int:
+    """Draw the turns recorded since `start`; returns how many are drawn now."""
     with turns:
-        for turn in traj.turns[drawn:]:
+        for turn in traj.turns[start:]:
             render_turn(turn, source, key=f"{traj.id}-{turn.index}")
-    drawn = len(traj.turns)
+    return len(traj.turns)
 
 
-draw_new_turns()
+drawn = draw_turns(0)
 if run.stepper.running:
     while True:
         waiting = "stopping after this call" if run.stepper.stop_requested else f"waiting for {run.waiting_for}"
         progress.progress(len(traj.turns) / run.max_turns, text=f"Turn {len(traj.turns) + 1} of at most {run.max_turns}: {waiting} ({run.stepper.seconds:.0f} s)")
         if not run.stepper.step():
             break
-        draw_new_turns()
+        drawn = draw_turns(drawn)
     st.rerun()  # draw the finished state: the answer, the rewards, the Ask button enabled again
 
 # --- the outcome -------------------------------------------------------------------------------

@@ -287,6 +287,14 @@ class ExampleQuestion:
     question: str
     answer: str
     pages: tuple[str, ...]  # gold page ids
+    boxes: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (page id, evidence box) where the set gives one
+
+    def gold(self) -> dict:
+        """The trajectory's `gold` record (agent/rewards.py; boxes feed agent/attention.py's gold share)."""
+        gold = {"answer": self.answer, "pages": list(self.pages)}
+        if self.boxes:
+            gold["boxes"] = {page: list(box) for page, box in self.boxes}
+        return gold
 
 
 def example_questions(index_folder: Path) -> list[ExampleQuestion]:
@@ -323,7 +331,15 @@ def _all_examples() -> list[ExampleQuestion]:
     found = [ExampleQuestion(e.question, e.answer, (e.page_id,)) for e in EXAMPLE_QUESTIONS]
     for path in sorted(QUESTION_SETS.glob("*.json")) if QUESTION_SETS.is_dir() else []:
         try:
-            found += [ExampleQuestion(e.query, e.reference_answer, tuple(e.gold_pages)) for e in load_dataset(path)]
+            found += [ExampleQuestion(e.query, e.reference_answer, tuple(e.gold_pages), _evidence(e)) for e in load_dataset(path)]
         except DatasetError as e:
             log.warning("skipping question set %s: %s", path, e)
     return found
+
+
+def _evidence(example) -> tuple:
+    """The evidence box of a one-page example (bench/questions give `evidence_box` in page pixels)."""
+    box = example.evidence_box
+    if len(example.gold_pages) == 1 and isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
+        return ((example.gold_pages[0], tuple(float(v) for v in box)),)
+    return ()

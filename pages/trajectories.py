@@ -44,7 +44,8 @@ with st.expander("Import trajectories (a zip or a folder on the server)"):
 
 trajectories, broken = store.list()
 if broken:
-    with st.expander(f"{len(broken)} folders in the store could not be read and are left out"):
+    st.warning(f"{len(broken)} folders in the trajectory store could not be read; they are left out of the list below.")
+    with st.expander("Which, and why"):
         st.dataframe([{"folder": tid, "why": why} for tid, why in broken], hide_index=True)
 if not trajectories:
     st.info("No trajectories yet: ask a question on the Ask page, or run an evaluation.")

@@ -304,7 +304,15 @@ def _heatmap(turn: Turn, source: TurnSource, key: str) -> None:
 
 @st.fragment
 def _heatmap_cell(turn: Turn, source: TurnSource, key: str, kinds: dict[str, Callable[[], "HeatMap"]]) -> None:
-    """A fragment: moving the opacity slider redraws this cell only, not the whole page."""
+    """A fragment: moving the opacity slider redraws this cell only, not the whole page. (A fragment
+    rerun bypasses app.py's guard, so it keeps its own.)"""
+    try:
+        _draw_heatmap(turn, source, key, kinds)
+    except Exception as e:
+        common.report_unexpected(e)
+
+
+def _draw_heatmap(turn: Turn, source: TurnSource, key: str, kinds: dict[str, Callable[[], "HeatMap"]]) -> None:
     from agent.figures import page_figure
 
     names = list(kinds)

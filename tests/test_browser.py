@@ -60,6 +60,8 @@ def test_asks_with_the_offline_policy_and_draws_each_turn(server):
         [saved] = [t for t in trajectories(data) if t["question"] == QUESTION]
         turns = saved["turns"]
         assert turns[0]["action"] == "search" and any(t["action"] == "bbox" for t in turns)
+        assert saved["gold"]["pages"] == ["slide_3_1024"] and "slide_3_1024" in saved["gold"]["boxes"]  # an example question
+        assert set(saved["rewards"]) >= {"ndcg", "answer", "reward"}
         shown = turns[0]["shown_page_id"]
         # the search results: thumbnails (loaded images) with the page shown to the model marked
         marked = page.get_by_text(f"▶ shown · #", exact=False).first
