@@ -307,16 +307,23 @@ def example_questions(index_folder: Path) -> list[ExampleQuestion]:
     return found[:8]
 
 
-def index_page_ids(index_folder: Path) -> list[str]:
-    """The page ids of an index, read from its manifest (cheap: no embedder, no FAISS)."""
+def index_sources(index_folder: Path) -> dict[str, dict]:
+    """{source path: {"sha256", "pages": [page ids]}} from the index's manifest.json (search_engine/store.py).
+
+    Cheap (no embedder, no FAISS), so pages can list indexes and their pages without opening them.
+    """
     import json
 
     try:
-        manifest = json.loads((Path(index_folder) / "manifest.json").read_text(encoding="utf-8"))
-        return [page for source in manifest.get("sources", {}).values() for page in source.get("pages", [])]
-    except (OSError, ValueError, AttributeError, TypeError) as e:
+        sources = json.loads((Path(index_folder) / "manifest.json").read_text(encoding="utf-8")).get("sources", {})
+        return sources if isinstance(sources, dict) else {}
+    except (OSError, ValueError, AttributeError) as e:
         log.info("no readable manifest in %s: %s", index_folder, e)
-        return []
+        return {}
+
+
+def index_page_ids(index_folder: Path) -> list[str]:
+    return [page for source in index_sources(index_folder).values() for page in source.get("pages", [])]
 
 
 QUESTION_SETS = ROOT / "bench" / "questions"

@@ -1,16 +1,12 @@
 """Drawing for the Library page: the index table, the ingest report, the page grid with OCR boxes."""
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 import streamlit as st
 
 from pages import common, jobs
 from pages.turn_view import display_image
-
-log = logging.getLogger(__name__)
 
 GRID_COLUMNS = 4
 GRID_ROWS = 3
@@ -20,7 +16,7 @@ BOX_COLOUR = "#1f77b4"
 def indexes_table(folders: dict[str, Path]) -> list[dict]:
     rows = []
     for name, folder in folders.items():
-        sources = _manifest_sources(folder)
+        sources = common.index_sources(folder)
         rows.append({
             "name": name,
             "pages": sum(len(s.get("pages", [])) for s in sources.values()),
@@ -28,13 +24,6 @@ def indexes_table(folders: dict[str, Path]) -> list[dict]:
             "folder": str(folder),
         })
     return rows
-
-
-def _manifest_sources(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("sources", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 def save_uploads(uploads, folder: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from agent.trajectory import Trajectory, TrajectoryStore
-from app_support import all_text, app, clean_env, copy_sample_data, data_root, texts, unescape_md  # noqa: F401 (fixtures)
+from app_support import all_text, app, clean_env, data_root, texts, unescape_md  # noqa: F401 (fixtures)
 from fake_openai_server import FakeOpenAIServer, closed_port_url
 
 HILLCREST = "How much water was delivered to the Hillcrest district in 2025?"

@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from agent.trajectory import Trajectory, TrajectoryStore
-from app_support import SCRIPT, all_text, app, clean_env, data_root, scripted_trajectory, texts, unescape_md  # noqa: F401
+from agent.trajectory import Trajectory
+from app_support import SCRIPT, app, clean_env, data_root, scripted_trajectory, texts, unescape_md  # noqa: F401 (fixtures)
 from pages import report, trajectory_io
 
 QUESTION = "How much water was delivered to the Hillcrest district in 2025?"
