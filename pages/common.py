@@ -7,7 +7,8 @@ What is shared and what is not (two browser tabs must never mix their runs):
   time per index folder, whichever session started it).
 - `st.session_state` holds everything that belongs to one user: the settings, the active index, the
   run in progress (its trajectory and the generator producing its turns), evaluation results.
-  Agents, policies and trajectories are never cached.
+  Runs and trajectories are never cached. Policies are built per run, except the in-process
+  transformers one, which is only model weights (`complete(messages)` keeps no state between calls).
 
 Heavy libraries (torch, sentence-transformers, faiss, PyMuPDF, openai) are imported inside the
 functions that need them, so the app draws its first page in a few seconds.
