@@ -74,12 +74,12 @@ def open_index(folder: Path):
     return index
 
 
-def run(split: str, index_folder: Path, max_turns: int, out: Path | None) -> dict:
+def run(split: str, index_folder: Path, max_turns: int, out: Path | None, questions: Path | None = None) -> dict:
     from agent.policies.offline import OfflinePolicy
     from agent.search import LocalSearcher
     from agent.trajectory import TrajectoryStore
 
-    examples = load_dataset(ROOT / "bench" / "questions" / f"vrag_demo_{split}.json")
+    examples = load_dataset(questions or ROOT / "bench" / "questions" / f"vrag_demo_{split}.json")
     index = open_index(index_folder)
     policy = OfflinePolicy(index=index)
     searcher = LocalSearcher(index)
@@ -146,13 +146,14 @@ def summarize(split: str, rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--split", choices=["dev", "test"], required=True)
+    p.add_argument("--split", choices=["dev", "test"], default="dev")
+    p.add_argument("--questions", type=Path, default=None, help="another question file in the same format (overrides --split)")
     p.add_argument("--index", type=Path, default=DEFAULT_INDEX, help="index folder (built from the demo corpus if empty)")
     p.add_argument("--max-turns", type=int, default=10)
     p.add_argument("--out", type=Path, default=None, help="save each trajectory under this folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    summary = run(args.split, args.index, args.max_turns, args.out)
+    summary = run(args.questions.stem if args.questions else args.split, args.index, args.max_turns, args.out, args.questions)
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return 0
 

@@ -19,6 +19,7 @@ The idea, in three steps:
 from __future__ import annotations
 
 import math
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from agent.policies.offline_charts import bar_ends, label_column, swatch_color
-from search_engine.tokenize import tokenize
+from search_engine.tokenize import CJK_STOPCHARS, tokenize
 from search_engine.types import TextBox
 
 Box = tuple[float, float, float, float]
@@ -95,6 +96,7 @@ class Question:
     numbers: tuple[str, ...] = ()  # numbers written in the question (never the answer)
     wants_name: bool = False  # "who ..." / "谁": a person's name
     wants_website: bool = False  # "which website ...": a domain name
+    wants_source: bool = False  # "where does the data come from": a slide's "Source: ..." line
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # term -> other spellings on pages
     cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面")
 
@@ -176,6 +178,8 @@ def analyse_question(question: str) -> Question:
     for term in terms_of(_rank_words(stripped)):
         if term in _QUESTION_WORDS:
             continue
+        if _CJK.match(term) and (len(term) == 1 or set(term) & CJK_STOPCHARS):
+            continue  # Chinese: bigrams carry the meaning; single characters and "的作"-like pairs are noise
         terms[term] = max(terms.get(term, 0.0), _term_weight(term))
     numbers = tuple(t for t in terms if t[0].isdigit())
     if language == "zh":
@@ -196,6 +200,7 @@ def analyse_question(question: str) -> Question:
         text, language, terms, answer_kind_of(text), extreme_of(text), query, numbers,
         wants_name=bool(re.match(r"\s*(who|whom|whose)\b", lowered) or "谁" in text),
         wants_website=bool(re.search(r"\b(website|site|url|domain|web address)\b|网站|网址", lowered)),
+        wants_source=bool(re.search(r"\bsources?\b|\bcomes? from\b|来源|出处", lowered)),
         aliases=aliases, cloze=cloze,
     )
 
@@ -211,6 +216,9 @@ def _fuzzy_equal(a: str, b: str) -> bool:
         return False
     short, long_ = sorted((a, b), key=len)
     if len(short) >= 5 and long_.startswith(short):
+        return True
+    common = len(os.path.commonprefix([a, b]))
+    if common >= 6 and common >= 0.8 * len(short):  # "individualism" ~ "individualistic"
         return True
     if len(short) >= 6 and len(long_) - len(short) <= 1:
         return _edit_distance_at_most_one(short, long_)
@@ -323,6 +331,15 @@ def _in_range(text: str, start: int, end: int) -> bool:
     return bool(re.search(r"\d\s?[-–~]$", before) or re.match(r"\s?[-–~]\d", after))
 
 
+_SOURCE = re.compile(r"^\s*(?:sources?|数据来源|来源|资料来源)\s*[:：]\s*", re.IGNORECASE)
+
+
+def _junk(phrase: str) -> bool:
+    """OCR of icons and pictograms: one character repeated ("田田田", "香香香香")."""
+    chars = phrase.replace(" ", "")
+    return len(chars) >= 3 and max(chars.count(c) for c in set(chars)) >= 0.6 * len(chars)
+
+
 def spans_of(boxes: list[TextBox]) -> list[Span]:
     """Every number in every line, and each line's text (without a leading bullet or rank) as a phrase."""
     spans: list[Span] = []
@@ -337,8 +354,11 @@ def spans_of(boxes: list[TextBox]) -> list[Span]:
         start = lead.end() if lead else 0
         phrase = text[start:].strip()
         letters = sum(1 for c in phrase if c.isalpha())
-        if letters >= 2 and letters >= len(phrase.replace(" ", "")) / 2:
+        if letters >= 2 and letters >= len(phrase.replace(" ", "")) / 2 and not _junk(phrase):
             spans.append(Span(phrase, "text", _sub_box(b.box, text, start, len(text)), i))
+        source = _SOURCE.match(text)
+        if source and text[source.end():].strip():
+            spans.append(Span(text[source.end():].strip(), "text", _sub_box(b.box, text, source.end(), len(text)), i))
     return spans
 
 
@@ -368,6 +388,12 @@ def relation(a: Box, b: Box, size: tuple[int, int]) -> tuple[float, str]:
             best, how = oy * (1.0 - 0.4 * gap / w), "row"
     if aw > 0 and bw > 0:
         ox = _overlap(a[0], a[2], b[0], b[2]) / min(aw, bw)
+        # or: the narrower box's centre lies within (or just past) the wider one's extent, as a
+        # table's last column may stick out from under a centred header
+        narrow, wide_box = (a, b) if aw <= bw else (b, a)
+        centre = (narrow[0] + narrow[2]) / 2
+        outside = max(0.0, wide_box[0] - centre, centre - wide_box[2])
+        ox = max(ox, 1.0 - outside / (0.1 * max(aw, bw)))
         if ox >= 0.5:
             gap = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
             # a line spanning most of the width (a title, a sentence) sits "above" everything: weak evidence
@@ -436,7 +462,7 @@ def _kinds_for(answer_kind: str) -> list[tuple[str, ...]]:
 
 
 def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: dict[str, list[int]],
-                 quality: list[float], size: tuple[int, int]) -> list[Support]:
+                 quality: list[float], titles: list[bool], size: tuple[int, int]) -> list[Support]:
     """For each question term found on the page, the line holding it that reads best with `span`.
 
     `quality[i]` says how much line i looks like a label of something (see `anchor_quality`)."""
@@ -452,9 +478,16 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
                 # line that does is usually a label, its number part of the name ("Top 20 destinations")
                 sentence = word_count(boxes[i].text) >= 5
                 s, how = (1.0 if span.kind == "text" or sentence else 0.5), "same line"
+                s *= 0.5 if titles[i] else 1.0  # a slide title mentions things in passing
             else:
                 s, how = relation(span.box, boxes[i].box, size)
                 s *= quality[i]
+                if how == "row" and boxes[i].box[0] > span.box[2]:
+                    s *= 0.8  # row labels sit left of their values
+                if how == "row" and span.kind == "text" and _is_number(boxes[i].text) and _number_between(boxes, i, span):
+                    s *= 0.3  # a rank labels the phrase right after it, not the one after the next rank
+                if span.kind == "text" and how != "near" and _content_terms(span.text) & _content_terms(boxes[i].text):
+                    s *= 0.5  # two parallel labels sharing words ("IT系统上云", "全量系统上云"): siblings, not label and value
                 if span.kind == "text" and how != "near" and _adjacent(span.box, boxes[i].box):
                     s *= 1.15  # a phrase right under / beside its label is its description
             if best is None or s > best.strength:
@@ -462,6 +495,28 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
         if best is not None:
             support.append(best)
     return support
+
+
+def _content_terms(text: str) -> set[str]:
+    """A line's terms without Chinese single characters (as in a question's terms)."""
+    return {t for t in terms_of(text) if not (_CJK.match(t) and len(t) == 1)}
+
+
+def _is_number(text: str) -> bool:
+    return bool(re.fullmatch(r"\s*[+-]?[\d.,]+\s*%?\s*", text))
+
+
+def _number_between(boxes: list[TextBox], anchor: int, span: Span) -> bool:
+    """Another number-only box sits in the same row between the anchor and the span."""
+    a = boxes[anchor].box
+    lo, hi = sorted((a[2], span.box[0])) if a[0] < span.box[0] else sorted((span.box[2], a[0]))
+    for j, b in enumerate(boxes):
+        if j in (anchor, span.line) or not _is_number(b.text):
+            continue
+        cy = (b.box[1] + b.box[3]) / 2
+        if lo <= (b.box[0] + b.box[2]) / 2 <= hi and a[1] <= cy <= a[3]:
+            return True
+    return False
 
 
 def _adjacent(a: Box, b: Box) -> bool:
@@ -475,7 +530,7 @@ def anchor_quality(line_terms: list[str], matched: set[str]) -> float:
     """How well a line containing question terms can label something: short labels made mostly of
     question terms ("Japan", "CAGR (2014-20)") are good; sentences and lines that mention a term in
     passing ("China (ex. HK/Macau)" for "China") less so."""
-    distinct = set(line_terms)
+    distinct = {t for t in line_terms if not (_CJK.match(t) and len(t) == 1)}  # as in the question's terms
     coverage = len(matched & distinct) / len(distinct) if distinct else 0.0
     return 0.5 + 0.5 * coverage
 
@@ -537,6 +592,12 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
         for term in matched:
             anchors.setdefault(term, []).append(i)
         quality.append(label_likeness(b.text) * anchor_quality(line_terms, matched))
+    # lines in a much larger font than the page's body text are slide titles: they say what the slide
+    # is about, not which cell answers (and they lie above every column of the page)
+    heights = sorted(b.box[3] - b.box[1] for b in boxes)
+    body = heights[len(heights) // 2] if heights else 0.0
+    titles = [bool(body) and b.box[3] - b.box[1] > 1.4 * body for b in boxes]
+    quality = [q * (0.5 if t else 1.0) for q, t in zip(quality, titles)]
     weights = image_weights(question, anchors)
     spans = [s for s in spans_of(boxes) if not (s.kind in NUMBER_KINDS and s.text.rstrip("%") in question.numbers)]
     cloze = cloze_spans(boxes, question) if question.answer_kind == "text" else []
@@ -549,7 +610,7 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
         return []
     ranked = []
     for span in pool:
-        support = _support_for(span, question, boxes, anchors, quality, size)
+        support = _support_for(span, question, boxes, anchors, quality, titles, size)
         score = support_score(support, weights)
         named = [s.strength for s in support if s.term in question.numbers]
         if named and max(named) < 0.3:
@@ -559,7 +620,7 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 word_count(line) >= 5 and any(s.how == "same line" for s in support)):
             score *= 0.7  # a number inside a label or an unrelated sentence, rather than a value standing alone
         if span.kind == "text":
-            span_terms = set(terms_of(span.text))
+            span_terms = _content_terms(span.text)
             echoed = matched_terms(span_terms, question)
             # an answer that repeats the question's own words is rarely the answer; nor is a long sentence
             score *= 1.0 - 0.8 * len(echoed) / max(1, len(span_terms))
@@ -568,6 +629,12 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 score *= 1.5 if looks_like_name(span.text) else 0.6
             if question.wants_website:
                 score *= 1.5 if looks_like_website(span.text) else 0.6
+            line = boxes[span.line].text
+            if question.wants_source:
+                score = (score + 1.0) * 2.0 if _SOURCE.match(line) and not _SOURCE.match(span.text) else score * 0.5
+            lead = _LEADING_MARK.match(line)
+            if lead and set(terms_of(lead.group())) & set(question.numbers):
+                score *= 1.3  # the rank the question names is written on this very line ("3 Rome-Italy")
             if span in cloze:
                 score *= 1.5  # the page completes the question's own sentence
         ranked.append(Candidate(span, score, tuple(support)))
@@ -698,7 +765,7 @@ def _same_reading(a: str, b: str) -> bool:
 
 
 def answer_on_crop(boxes: list[TextBox], question: Question, size: tuple[int, int], expected: str | None,
-                   pixels: np.ndarray | None = None, keep_ratio: float = 0.7) -> Candidate | None:
+                   pixels: np.ndarray | None = None, keep_ratio: float = 0.5) -> Candidate | None:
     """The answer read from a zoomed crop, given the candidate the crop was chosen for.
 
     A crop cuts away context (the title, far headers), so its own ranking is less sure than the
