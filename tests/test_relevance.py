@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -340,3 +341,18 @@ def test_stretch_maps_the_median_box_to_zero_and_the_best_to_one():
     assert stretch(np.array([0.3]))[0].tolist() == [1.0]  # a lone line that matches at all shows
     assert stretch(np.array([0.0, 0.0]))[0].tolist() == [0.0, 0.0]
     assert stretch(np.zeros(0))[0].shape == (0,)
+
+
+@pytest.mark.slow
+def test_a_warm_page_maps_far_under_200_ms(demo_index, cache):
+    # the largest demo page (162 OCR boxes), boxes and query already embedded: what is left is our
+    # own scoring and painting. bench/relevance_speed.py measures all 25 pages, query encoding included.
+    page = demo_index.page("slide_3_1024")
+    query = "How many outbound trips will Japan make in 2020?"
+    relevance_map(query, page, cache)
+    times = []
+    for _ in range(15):
+        started = time.perf_counter()
+        relevance_map(query, page, cache)
+        times.append(time.perf_counter() - started)
+    assert sorted(times)[len(times) // 2] < 0.2
