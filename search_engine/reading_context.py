@@ -5,7 +5,8 @@
 make in 2014?". `reading_contexts` rebuilds that reading for every box from geometry alone
 (boxes in page pixels, no model), so relevance maps can light up the answer cell of a table.
 
-The rules, deliberately few (OCR gives us line boxes and nothing about table structure):
+The rules (OCR gives line boxes and nothing about table structure; each rule is here because a
+table in ../shared/corpus/vrag-demo needed it, and tests/test_relevance.py checks all of them):
 - a box is a table cell when another box shares its row (their vertical extents overlap by at
   least half of the shorter one); a line alone in its row is prose and reads as itself;
 - row header: the leftmost cell of its row that has a letter in it (numbers on the left are
@@ -23,6 +24,9 @@ The rules, deliberately few (OCR gives us line boxes and nothing about table str
   overlap it horizontally (captions wrap too).
 Side-by-side tables share rows, so a cell of the right-hand table reads the left table's row
 header: a known limit of reading rows by geometry alone.
+
+`phrases` groups the word boxes of a PDF text layer into the line-or-cell units OCR gives, so
+both sources read the same way.
 """
 from __future__ import annotations
 
