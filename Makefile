@@ -20,9 +20,11 @@ run: $(STAMP)
 	$(PY) -m search_engine sample --data $(DATA)
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true
 
-# The real-browser test needs Debian's chromium; install it if it is missing.
+# The real-browser test needs Debian's chromium (and CJK fonts, so Chinese pages render in
+# screenshots); install them if missing.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+	@command -v chromium >/dev/null 2>&1 && fc-list :lang=zh | grep -q . || \
+		(apt-get update -q && apt-get install -y -q chromium fonts-noto-cjk)
 
 test: $(STAMP) chromium
 	$(PY) -m pytest

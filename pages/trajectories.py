@@ -5,8 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from agent import report, trajectory_io
 from agent.trajectory import Trajectory, TrajectoryFormatError, TrajectoryStore
-from pages import attention_panel, common, report, trajectory_io
+from pages import attention_panel, common
 from pages.turn_view import TurnSource, header_row, render_turn, render_turn_compact
 
 st.title("Trajectories")

@@ -10,9 +10,9 @@ import zipfile
 
 import pytest
 
+from agent import report, trajectory_io
 from agent.trajectory import Trajectory
 from app_support import SCRIPT, app, clean_env, data_root, scripted_trajectory, texts, unescape_md  # noqa: F401 (fixtures)
-from pages import report, trajectory_io
 
 QUESTION = "How much water was delivered to the Hillcrest district in 2025?"
 GOLD = {"answer": "3,340 million litres", "pages": ["aurora_water_report_2025_2"]}
