@@ -68,7 +68,7 @@ ALIASES = {
 _YEAR_EN = re.compile(r"\b(which|what) year\b|\bwhen\b")
 _TEXT_EN = re.compile(
     r"\b(which|who|whom|whose|where)\b"
-    r"|^what (is|was|are|were) (the )?(\w+ ){0,2}(name|reason|title|type|kind|purpose|method|term|theme|topic|"
+    r"|^what ((is|was|are|were) )?(the )?([\w-]+ ){0,2}(name|reason|title|type|kind|purpose|method|term|theme|topic|"
     r"country|destination|city|company|market|product|region|app|segment|tier|service|brand|channel|step|website)s?\b"
 )
 _PERCENT_EN = re.compile(r"\b(percent|percentage|share|proportion|cagr|growth rate|rate)\b|%")
@@ -462,7 +462,7 @@ def _kinds_for(answer_kind: str) -> list[tuple[str, ...]]:
 
 
 def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: dict[str, list[int]],
-                 quality: list[float], titles: list[bool], size: tuple[int, int]) -> list[Support]:
+                 quality: list[float], titles: list[bool], row_labels: list[bool], size: tuple[int, int]) -> list[Support]:
     """For each question term found on the page, the line holding it that reads best with `span`.
 
     `quality[i]` says how much line i looks like a label of something (see `anchor_quality`)."""
@@ -484,6 +484,8 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
                 s *= quality[i]
                 if how == "row" and boxes[i].box[0] > span.box[2]:
                     s *= 0.8  # row labels sit left of their values
+                if how == "column" and row_labels[i]:
+                    s *= 0.3  # a table's row label names its row, not the labels above and below it
                 if how == "row" and span.kind == "text" and _is_number(boxes[i].text) and _number_between(boxes, i, span):
                     s *= 0.3  # a rank labels the phrase right after it, not the one after the next rank
                 if span.kind == "text" and how != "near" and _content_terms(span.text) & _content_terms(boxes[i].text):
@@ -500,6 +502,21 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
 def _content_terms(text: str) -> set[str]:
     """A line's terms without Chinese single characters (as in a question's terms)."""
     return {t for t in terms_of(text) if not (_CJK.match(t) and len(t) == 1)}
+
+
+def _labels_a_row(boxes: list[TextBox], i: int, min_values: int = 2) -> bool:
+    """Line i is a table row label: at least `min_values` number-only boxes to its right on its row."""
+    x1, y1, x2, y2 = boxes[i].box
+    h = y2 - y1
+    count = 0
+    for j, b in enumerate(boxes):
+        # (years do not count: a header row "Country | 2013 | 2014" names columns, not a row)
+        if j != i and b.box[0] > x2 and _is_number(b.text) and number_kind(b.text.strip()) != "year" and h > 0:
+            if _overlap(y1, y2, b.box[1], b.box[3]) >= 0.5 * min(h, b.box[3] - b.box[1]):
+                count += 1
+                if count >= min_values:
+                    return True
+    return False
 
 
 def _is_number(text: str) -> bool:
@@ -551,7 +568,7 @@ def looks_like_name(text: str) -> bool:
 def word_count(text: str) -> float:
     """Words in a line; a Chinese line counts one word per two characters."""
     cjk = len(_CJK.findall(text))
-    return len(_CJK.sub(" ", text).split()) + cjk / 2
+    return sum(1 for w in _CJK.sub(" ", text).split() if any(c.isalnum() for c in w)) + cjk / 2
 
 
 def label_likeness(text: str) -> float:
@@ -585,12 +602,14 @@ def image_weights(question: Question, anchors: dict[str, list[int]]) -> dict[str
 def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, int]) -> list[Candidate]:
     """Candidates of the expected kind, best supported first (deterministic order on ties)."""
     anchors: dict[str, list[int]] = {}
+    anchor_lines: set[int] = set()
     quality = []
     for i, b in enumerate(boxes):
         line_terms = terms_of(b.text)
         matched = matched_terms(line_terms, question)
         for term in matched:
             anchors.setdefault(term, []).append(i)
+            anchor_lines.add(i)
         quality.append(label_likeness(b.text) * anchor_quality(line_terms, matched))
     # lines in a much larger font than the page's body text are slide titles: they say what the slide
     # is about, not which cell answers (and they lie above every column of the page)
@@ -598,6 +617,7 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
     body = heights[len(heights) // 2] if heights else 0.0
     titles = [bool(body) and b.box[3] - b.box[1] > 1.4 * body for b in boxes]
     quality = [q * (0.5 if t else 1.0) for q, t in zip(quality, titles)]
+    row_labels = [i in anchor_lines and _labels_a_row(boxes, i) for i in range(len(boxes))]
     weights = image_weights(question, anchors)
     spans = [s for s in spans_of(boxes) if not (s.kind in NUMBER_KINDS and s.text.rstrip("%") in question.numbers)]
     cloze = cloze_spans(boxes, question) if question.answer_kind == "text" else []
@@ -610,7 +630,7 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
         return []
     ranked = []
     for span in pool:
-        support = _support_for(span, question, boxes, anchors, quality, titles, size)
+        support = _support_for(span, question, boxes, anchors, quality, titles, row_labels, size)
         score = support_score(support, weights)
         named = [s.strength for s in support if s.term in question.numbers]
         if named and max(named) < 0.3:
@@ -624,7 +644,7 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
             echoed = matched_terms(span_terms, question)
             # an answer that repeats the question's own words is rarely the answer; nor is a long sentence
             score *= 1.0 - 0.8 * len(echoed) / max(1, len(span_terms))
-            score /= 1.0 + 0.3 * max(0, word_count(span.text) - 3)
+            score /= 1.0 + 0.3 * max(0, word_count(span.text) - 5)
             if question.wants_name:
                 score *= 1.5 if looks_like_name(span.text) else 0.6
             if question.wants_website:
@@ -660,21 +680,25 @@ def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int
     if len(values) >= 3 and len(steps) == 1:
         return None  # evenly spaced: axis ticks, not data
     pick = (max if question.extreme == "max" else min)(series, key=lambda c: (c.span.value, -c.span.line))
+    # its label: in a table, on the other axis (the row label of a cell picked down a column); in a
+    # bar chart, on the same axis (the category under a bar whose value was picked across the panel)
     other = "column" if axis.how == "row" else "row"
-    labels = []  # (strength, line, phrase span): text on the other axis that does not repeat the question
+    labels = []  # (prefer, strength, line, phrase span, how): text that does not repeat the question
     for i, b in enumerate(boxes):
-        if i == pick.span.line:
+        if i == pick.span.line or i == axis.line:
             continue
         s, how = relation(pick.span.box, b.box, size)
         phrases = [sp for sp in spans_of([b]) if sp.kind == "text"]
-        if how == other and s > 0.2 and phrases and not matched_terms(terms_of(phrases[0].text), question):
-            labels.append((s, i, phrases[0]))
+        if how in ("row", "column") and s > 0.2 and phrases and not matched_terms(terms_of(phrases[0].text), question):
+            labels.append((how == other, s, i, phrases[0], how))
     if not labels:
         return None
-    s, i, phrase = min(labels, key=lambda t: (-t[0], t[1]))
+    _, s, i, phrase, how = min(labels, key=lambda t: (not t[0], -t[1], t[2]))
+    word = "highest" if question.extreme == "max" else "lowest"
+    note = f'the {word} of {len(series)} values along "{_short(axis.text)}" is {pick.span.text}'
     span = Span(phrase.text, "text", phrase.box, i)
-    support = (Support("extreme", pick.span.line, pick.span.text, pick.span.box, s, other),) + tuple(pick.support)
-    return Candidate(span, pick.score, support)
+    support = (Support("extreme", pick.span.line, pick.span.text, pick.span.box, s, how),) + tuple(pick.support)
+    return Candidate(span, pick.score, support, note)
 
 
 @dataclass(frozen=True)
