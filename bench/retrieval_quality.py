@@ -5,7 +5,7 @@ asks every question of bench/questions/vrag_demo_{split}.json and scores the den
 rankings, per split and per language. Tune on dev only; test is the held-out figure.
 
     .venv/bin/python bench/retrieval_quality.py                      # dev and test, all modes
-    .venv/bin/python bench/retrieval_quality.py --splits dev --misses --fusion score
+    .venv/bin/python bench/retrieval_quality.py --splits dev bench/retrieval_own_questions.json --misses
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ MODES = ("dense", "lexical", "fused")
 
 
 def load_questions(split: str) -> list[dict]:
-    path = ROOT / "bench" / "questions" / f"vrag_demo_{split}.json"
+    """A split name (dev, test) of bench/questions/vrag_demo_*.json, or the path of a question file."""
+    path = Path(split) if split.endswith(".json") else ROOT / "bench" / "questions" / f"vrag_demo_{split}.json"
     if not path.exists():
-        print(f"(no {path.relative_to(ROOT)} yet)")
+        print(f"(no {path} yet)")
         return []
     return json.loads(path.read_text())["examples"]
 
@@ -65,7 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default=str(ROOT / "tests" / "artifacts" / "demo-index"))
     parser.add_argument("--corpus", default=str(ROOT / ".." / "shared" / "corpus" / "vrag-demo"))
-    parser.add_argument("--splits", nargs="+", default=["dev", "test"])
+    parser.add_argument("--splits", nargs="+", default=["dev", "test"],
+                        help="split names or question files, e.g. bench/retrieval_own_questions.json")
     parser.add_argument("--fusion", choices=["rrf", "score"], help="override the index's fusion method")
     parser.add_argument("--misses", action="store_true", help="print the questions fused search misses at rank 1")
     args = parser.parse_args()
@@ -85,7 +87,7 @@ def main() -> None:
         ranks["all"] = {m: [r for lang in list(ranks) for r in ranks[lang][m]] for m in MODES}
         for language, by_mode in ranks.items():
             n = len(by_mode["fused"])
-            print(f"{split:6} {language:5} {n:>3}  " + "  ".join(f"{summary(by_mode[m]):>21}" for m in MODES))
+            print(f"{Path(split).stem[:6]:6} {language:5} {n:>3}  " + "  ".join(f"{summary(by_mode[m]):>21}" for m in MODES))
 
 
 if __name__ == "__main__":
