@@ -13,18 +13,9 @@ from agent.policies import make_policy
 from agent.policies.base import PolicyError
 from agent.policies.offline import DESCRIPTION, HONEST_PREFIX, OfflinePolicy, read_conversation
 from agent.policies.offline_charts import bar_ends, label_column, swatch_color
-from agent.policies.offline_rules import (
-    analyse_question,
-    answer_kind_of,
-    answer_on_crop,
-    best_answer,
-    choose_region,
-    page_match,
-    rank_candidates,
-    relation,
-    spans_of,
-    terms_of,
-)
+from agent.policies.offline_layout import relation, spans_of
+from agent.policies.offline_question import analyse_question, answer_kind_of, page_match, terms_of
+from agent.policies.offline_rules import answer_on_crop, best_answer, choose_region, rank_candidates
 from agent.prompts import FINAL_TURN_NUDGE, render_prompt
 from agent.search import LocalSearcher
 from search_engine.types import TextBox

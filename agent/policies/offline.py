@@ -30,7 +30,8 @@ from PIL import Image, UnidentifiedImageError
 
 from agent.parsing import ParsedReply, parse_reply
 from agent.policies.base import Completion, PolicyError
-from agent.policies.offline_rules import Candidate, Question, analyse_question, answer_on_crop, choose_region, page_match
+from agent.policies.offline_question import Question, analyse_question, page_match
+from agent.policies.offline_rules import Candidate, answer_on_crop, choose_region
 from agent.prompts import FINAL_TURN_NUDGE, question_from_prompt
 from search_engine.types import TextBox
 

@@ -1,0 +1,247 @@
+"""The page as the offline policy's rules see it (no model): candidate spans, geometry, line shapes.
+
+Every OCR line is cut into candidate spans (numbers with their kind, and text phrases), each with
+an estimated sub-box. `relation` says how two boxes read together: on the same row (a table row
+label and its cells), in the same column (a header and the cells below, a bar's value and its
+category), or merely near. The small predicates below describe a line's shape (a short label or
+a sentence, a table row label, a person's name, a website).
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from agent.policies.offline_question import CJK, Question, terms_of
+from search_engine.types import TextBox
+
+Box = tuple[float, float, float, float]
+
+# --- candidate spans ---------------------------------------------------------------------------
+
+# A number with an optional sign, currency and percent sign; not glued to letters ("3rd", "Q3", "IPv6").
+_NUMBER = re.compile(r"(?<![\w.])[+-]?(?:US\$|\$|¥|€|£)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?%)?(?![A-Za-z\d])")
+LEADING_MARK = re.compile(r"^[\s•·\-–—*●○■□◆>#]*(?:\d{1,2}[.)、]?\s*(?=[^\d\s.,%]))?")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A possible answer: a number or a text phrase, with its estimated box and the line it came from."""
+
+    text: str
+    kind: str  # one of ANSWER_KINDS
+    box: Box
+    line: int  # index of the OCR line (TextBox) it was cut from
+    value: float | None = None  # numeric value for number kinds
+
+
+def cloze_spans(boxes: list[TextBox], question: Question) -> list[Span]:
+    """Chinese fill-in-the-blank: in a line holding the words just before the question word, the
+    text right after them up to the next clause break ("围绕安全/稳定/性能/成本的..." for
+    "...围绕哪几个方面" gives "安全/稳定/性能/成本")."""
+    if not question.cloze:
+        return []
+    spans = []
+    for i, b in enumerate(boxes):
+        at = b.text.find(question.cloze)
+        if at < 0:
+            continue
+        start = at + len(question.cloze)
+        end = start + len(re.split(r"[的，。,;；：:]", b.text[start:])[0])
+        phrase = b.text[start:end].strip()
+        if len(phrase) >= 2:
+            spans.append(Span(phrase, "text", _sub_box(b.box, b.text, start, end), i))
+    return spans
+
+
+def _char_width(ch: str) -> float:
+    return 2.0 if CJK.match(ch) or unicodedata.east_asian_width(ch) in ("W", "F") else 1.0
+
+
+def _sub_box(box: Box, text: str, start: int, end: int) -> Box:
+    """Estimate the box of text[start:end] inside a line box by character widths (CJK count double)."""
+    widths = [_char_width(c) for c in text]
+    total = sum(widths) or 1.0
+    x1, y1, x2, y2 = box
+    a = x1 + (x2 - x1) * sum(widths[:start]) / total
+    b = x1 + (x2 - x1) * sum(widths[:end]) / total
+    return (a, y1, b, y2)
+
+
+def number_kind(token: str) -> str:
+    if token.endswith("%"):
+        return "percent"
+    if re.fullmatch(r"(19|20)\d\d", token):
+        return "year"
+    return "number"
+
+
+def _number_value(token: str) -> float | None:
+    digits = re.sub(r"[^\d.]", "", token)
+    try:
+        return float(digits)
+    except ValueError:
+        return None
+
+
+def _in_range(text: str, start: int, end: int) -> bool:
+    """True for the parts of a range label such as "2014-20" or "2011 – 30" (not values)."""
+    before, after = text[max(0, start - 2) : start], text[end : end + 2]
+    return bool(re.search(r"\d\s?[-–~]$", before) or re.match(r"\s?[-–~]\d", after))
+
+
+SOURCE = re.compile(r"^\s*(?:sources?|数据来源|来源|资料来源)\s*[:：]\s*", re.IGNORECASE)
+
+
+def _junk(phrase: str) -> bool:
+    """OCR of icons and pictograms: one character repeated ("田田田", "香香香香")."""
+    chars = phrase.replace(" ", "")
+    return len(chars) >= 3 and max(chars.count(c) for c in set(chars)) >= 0.6 * len(chars)
+
+
+def spans_of(boxes: list[TextBox]) -> list[Span]:
+    """Every number in every line, and each line's text (without a leading bullet or rank) as a phrase."""
+    spans: list[Span] = []
+    for i, b in enumerate(boxes):
+        text = b.text
+        for m in _NUMBER.finditer(text):
+            if _in_range(text, m.start(), m.end()):
+                continue
+            token = re.sub(r"\s", "", m.group())
+            spans.append(Span(token, number_kind(token), _sub_box(b.box, text, m.start(), m.end()), i, _number_value(token)))
+        lead = LEADING_MARK.match(text)
+        start = lead.end() if lead else 0
+        phrase = text[start:].strip()
+        letters = sum(1 for c in phrase if c.isalpha())
+        if letters >= 2 and letters >= len(phrase.replace(" ", "")) / 2 and not _junk(phrase):
+            spans.append(Span(phrase, "text", _sub_box(b.box, text, start, len(text)), i))
+        source = SOURCE.match(text)
+        if source and text[source.end():].strip():
+            spans.append(Span(text[source.end():].strip(), "text", _sub_box(b.box, text, source.end(), len(text)), i))
+    return spans
+
+
+# --- geometry ----------------------------------------------------------------------------------
+
+
+def overlap(a1: float, a2: float, b1: float, b2: float) -> float:
+    return max(0.0, min(a2, b2) - max(a1, b1))
+
+
+def relation(a: Box, b: Box, size: tuple[int, int]) -> tuple[float, str]:
+    """How strongly two boxes read together (0..1) and how: "row", "column" or "near".
+
+    Row: they share most of their height (a table row label and its cells, a legend and its value);
+    column: one lies within the other's horizontal extent (a table header and the cells below, a bar's
+    value and its category label). Both fade slowly with the gap, since a header may be far from a
+    cell. "near" fades fast with distance: a caption beside a number.
+    """
+    w, h = size
+    ah, bh = a[3] - a[1], b[3] - b[1]
+    aw, bw = a[2] - a[0], b[2] - b[0]
+    best, how = 0.0, "near"
+    if ah > 0 and bh > 0:
+        oy = overlap(a[1], a[3], b[1], b[3]) / min(ah, bh)
+        if oy >= 0.5:
+            gap = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+            best, how = oy * (1.0 - 0.4 * gap / w), "row"
+    if aw > 0 and bw > 0:
+        ox = overlap(a[0], a[2], b[0], b[2]) / min(aw, bw)
+        # or: the narrower box's centre lies within (or just past) the wider one's extent, as a
+        # table's last column may stick out from under a centred header
+        narrow, wide_box = (a, b) if aw <= bw else (b, a)
+        centre = (narrow[0] + narrow[2]) / 2
+        outside = max(0.0, wide_box[0] - centre, centre - wide_box[2])
+        ox = max(ox, 1.0 - outside / (0.1 * max(aw, bw)))
+        if ox >= 0.5:
+            gap = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+            # a line spanning most of the width (a title, a sentence) sits "above" everything: weak evidence
+            wide = max(aw, bw) / w
+            s = ox * (1.0 - 0.4 * gap / h) * (min(1.0, 0.5 / wide) ** 2)
+            if s > best:
+                best, how = s, "column"
+    dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+    dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+    near = 0.4 * math.exp(-math.hypot(dx, dy) / (0.08 * math.hypot(w, h)))
+    if near > best:
+        best, how = near, "near"
+    return best, how
+
+
+
+
+def short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --- the shape of a line -------------------------------------------------------------------------
+
+
+def content_terms(text: str) -> set[str]:
+    """A line's terms without Chinese single characters (as in a question's terms)."""
+    return {t for t in terms_of(text) if not (CJK.match(t) and len(t) == 1)}
+
+
+def labels_a_row(boxes: list[TextBox], i: int, min_values: int = 2) -> bool:
+    """Line i is a table row label: at least `min_values` number-only boxes to its right on its row."""
+    x1, y1, x2, y2 = boxes[i].box
+    h = y2 - y1
+    count = 0
+    for j, b in enumerate(boxes):
+        # (years do not count: a header row "Country | 2013 | 2014" names columns, not a row)
+        if j != i and b.box[0] > x2 and is_number(b.text) and number_kind(b.text.strip()) != "year" and h > 0:
+            if overlap(y1, y2, b.box[1], b.box[3]) >= 0.5 * min(h, b.box[3] - b.box[1]):
+                count += 1
+                if count >= min_values:
+                    return True
+    return False
+
+
+def is_number(text: str) -> bool:
+    return bool(re.fullmatch(r"\s*[+-]?[\d.,]+\s*%?\s*", text))
+
+
+def number_between(boxes: list[TextBox], anchor: int, span: Span) -> bool:
+    """Another number-only box sits in the same row between the anchor and the span."""
+    a = boxes[anchor].box
+    lo, hi = sorted((a[2], span.box[0])) if a[0] < span.box[0] else sorted((span.box[2], a[0]))
+    for j, b in enumerate(boxes):
+        if j in (anchor, span.line) or not is_number(b.text):
+            continue
+        cy = (b.box[1] + b.box[3]) / 2
+        if lo <= (b.box[0] + b.box[2]) / 2 <= hi and a[1] <= cy <= a[3]:
+            return True
+    return False
+
+
+def adjacent(a: Box, b: Box) -> bool:
+    """No room for another line between the boxes (the gap is under one line height)."""
+    gap_x = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+    gap_y = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+    return max(gap_x, gap_y) < min(a[3] - a[1], b[3] - b[1])
+
+
+def looks_like_website(text: str) -> bool:
+    return bool(re.search(r"\w\.(com|net|org|cn|io|co|jp|in|sg|hk)\b|www\.|https?://", text, re.IGNORECASE))
+
+
+def looks_like_name(text: str) -> bool:
+    """A person's name: 2-4 Chinese characters alone, or 2-4 capitalised words."""
+    text = text.strip()
+    if CJK.match(text):
+        return bool(re.fullmatch(r"[\u4e00-\u9fff]{2,4}", text))
+    words = text.split()
+    return 2 <= len(words) <= 4 and all(re.fullmatch(r"[A-Z][a-zA-Z.'-]*", w) for w in words)
+
+
+def word_count(text: str) -> float:
+    """Words in a line; a Chinese line counts one word per two characters."""
+    cjk = len(CJK.findall(text))
+    return sum(1 for w in CJK.sub(" ", text).split() if any(c.isalnum() for c in w)) + cjk / 2
+
+
+def label_likeness(text: str) -> float:
+    """1 for a short label (a row name, a column header, a legend entry), less for a sentence:
+    sentences lie beside numbers without labelling them."""
+    return 1.0 / (1.0 + 0.2 * max(0.0, word_count(text) - 4))

@@ -1,0 +1,240 @@
+"""Reading the question, for the offline policy's rules (no model): key terms, answer kind, matching.
+
+`analyse_question` turns a question into weighted key terms (English word stems, numbers, Chinese
+character bigrams), the kind of answer it asks for (a percentage, a year, a number, a value or
+text), whether it asks for an extreme ("highest", "最高") and a few flags (a name, a website, a
+source). `matched_terms` finds those terms in an OCR line, tolerating OCR slips, suffixes and the
+two-letter country codes charts print.
+"""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from search_engine.tokenize import CJK_STOPCHARS, tokenize
+from search_engine.types import TextBox
+
+ANSWER_KINDS = ("percent", "year", "number", "value", "text")  # "value": a number or a percentage
+NUMBER_KINDS = ("percent", "year", "number")
+
+# --- question analysis -------------------------------------------------------------------------
+
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_ORDINAL_WORDS = {
+    "first": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5",
+    "sixth": "6", "seventh": "7", "eighth": "8", "ninth": "9", "tenth": "10",
+}
+_ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})
+# Words that shape the question but do not name anything on the page.
+_QUESTION_WORDS = frozenset(
+    """how many much what which who whom whose when where why according page slide chart table figure graph
+    diagram shown show shows given listed mentioned value values number numbers percentage percent proportion
+    year years rank ranked ranks ranking highest lowest largest smallest least most biggest greatest
+    top bottom best worst there name named called respectively between among amount total do does did
+    can could would should about approximately around roughly than more less fewer make made give given get
+    has have had use used expected projected forecast
+    """.split()
+)
+# Chinese question phrases, removed before the text is cut into bigrams.
+_ZH_QUESTION = re.compile(r"是多少|有多少|多少|哪一年|哪年|哪一个|哪几个|哪个|哪些|哪家|哪项|哪种|什么时候|什么|几个|几家|几项|几种|几|是否|请问|分别|吗|呢|是谁|谁|？|\?")
+# Two-letter codes that charts print instead of country names (ISO 3166 alpha-2, plus common forms).
+ALIASES = {
+    "singapore": ("sg",), "malaysia": ("my",), "indonesia": ("id",), "philippine": ("ph",), "thailand": ("th",),
+    "vietnam": ("vn",), "china": ("cn",), "japan": ("jp",), "korea": ("kr",), "australia": ("au",),
+    "india": ("ind",), "taiwan": ("tw",), "hong": ("hk",), "usa": ("us",), "us": ("usa",),
+    "uk": ("britain",), "japanese": ("japan",), "chinese": ("china",), "indian": ("india",),
+    "korean": ("korea",),
+}
+
+# What kind of answer the wording asks for (checked in this order, see `answer_kind_of`).
+_YEAR_EN = re.compile(r"\b(which|what) year\b|\bwhen\b")
+_TEXT_EN = re.compile(
+    r"\b(which|who|whom|whose|where)\b"
+    r"|^what ((is|was|are|were) )?(the )?([\w-]+ ){0,2}(name|reason|title|type|kind|purpose|method|term|theme|topic|"
+    r"country|destination|city|company|market|product|region|app|segment|tier|service|brand|channel|step|website)s?\b"
+)
+_PERCENT_EN = re.compile(r"\b(percent|percentage|share|proportion|cagr|growth rate|rate)\b|%")
+_NUMBER_EN = re.compile(r"\bhow (many|much|large|big|high|low|long|old)\b|\bnumber of\b")
+_YEAR_ZH = re.compile(r"哪一年|哪年|什么时候|何时|年份")
+_TEXT_ZH = re.compile(r"哪个|哪几个|哪些|哪家|哪项|哪种|哪类|谁|什么")
+_PERCENT_ZH = re.compile(r"百分比|占比|比例|比重|百分之|增长率|增速|%")
+_NUMBER_ZH = re.compile(r"多少|几")
+_MAX_EN = re.compile(r"\b(highest|largest|biggest|greatest|most|maximum|best)\b")
+_MIN_EN = re.compile(r"\b(lowest|smallest|least|fewest|minimum|worst)\b")
+_MAX_ZH = re.compile(r"最高|最大|最多")
+_MIN_ZH = re.compile(r"最低|最小|最少")
+
+
+@dataclass(frozen=True)
+class Question:
+    """What the rules read from a question."""
+
+    text: str
+    language: str  # "zh" if the question has Chinese characters, else "en"
+    terms: dict[str, float]  # key term -> weight
+    answer_kind: str  # one of ANSWER_KINDS
+    extreme: str | None  # "max" / "min" when the question asks for the highest / lowest
+    query: str  # what the policy types into the search engine
+    numbers: tuple[str, ...] = ()  # numbers written in the question (never the answer)
+    wants_name: bool = False  # "who ..." / "谁": a person's name
+    wants_website: bool = False  # "which website ...": a domain name
+    wants_source: bool = False  # "where does the data come from": a slide's "Source: ..." line
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # term -> other spellings on pages
+    cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面")
+
+
+def _stem(word: str) -> str:
+    """A very light English stemmer: possessives and plurals ("travellers" -> "traveller")."""
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def terms_of(text: str) -> list[str]:
+    """Normalised terms of any text (question or OCR line): stems, numbers, Chinese uni/bigrams."""
+    out = []
+    for token in tokenize(text):
+        if token in _ORDINAL_SUFFIXES:
+            continue
+        if token.isdigit() and len(token) > 1:
+            token = token.lstrip("0") or "0"  # "03" (a numbered section) is rank 3
+        if token.isascii() and token[0].isalpha():
+            token = _stem(token)
+        out.append(_ORDINAL_WORDS.get(token, token))
+    return out
+
+
+_ZH_DIGITS = {c: str(i) for i, c in enumerate("一二三四五六七八九十", start=1)}
+
+
+def _rank_words(question: str) -> str:
+    """Write ranks as numbers: "the top destination" -> rank 1, "第三部分" -> "3 部分"."""
+    question = re.sub(r"\bthe top\b(?!\s*\d)", " the 1 ", question, flags=re.IGNORECASE)
+    return re.sub(r"第([一二三四五六七八九十])", lambda m: f" {_ZH_DIGITS[m.group(1)]} ", question)
+
+
+def _term_weight(term: str) -> float:
+    if term[0].isdigit():
+        return 2.0  # a number the question names (a year, a rank) is a sharp anchor
+    return 1.0
+
+
+def answer_kind_of(question: str) -> str:
+    """"year", "text", "percent", "number" or "value", from the wording, in that order of precedence
+    ("which country has the highest CAGR" asks for a country, not a percentage)."""
+    q = unicodedata.normalize("NFKC", question).lower().strip()
+    if _YEAR_EN.search(q) or _YEAR_ZH.search(q):
+        return "year"
+    if re.search(r"\b(where|what) does .* rank\b|\bwhat rank\b|排名第几|排第几", q):
+        return "number"  # a rank
+    if _TEXT_EN.search(q) or _TEXT_ZH.search(q):
+        return "text"
+    if _PERCENT_EN.search(q) or _PERCENT_ZH.search(q):
+        return "percent"
+    if _NUMBER_EN.search(q) or _NUMBER_ZH.search(q):
+        return "number"
+    # "what is the X of Y" on a slide of figures usually asks for a figure of some kind
+    return "value" if re.search(r"\bwhat\b", q) else "text"
+
+
+def extreme_of(question: str) -> str | None:
+    q = unicodedata.normalize("NFKC", question).lower()
+    if _MIN_EN.search(q) or _MIN_ZH.search(q):
+        return "min"
+    if _MAX_EN.search(q) or _MAX_ZH.search(q):
+        return "max"
+    return None
+
+
+def analyse_question(question: str) -> Question:
+    text = " ".join(question.split())
+    language = "zh" if CJK.search(text) else "en"
+    stripped = _ZH_QUESTION.sub(" ", text) if language == "zh" else text
+    terms: dict[str, float] = {}
+    for term in terms_of(_rank_words(stripped)):
+        if term in _QUESTION_WORDS:
+            continue
+        if CJK.match(term) and (len(term) == 1 or set(term) & CJK_STOPCHARS):
+            continue  # Chinese: bigrams carry the meaning; single characters and "的作"-like pairs are noise
+        terms[term] = max(terms.get(term, 0.0), _term_weight(term))
+    numbers = tuple(t for t in terms if t[0].isdigit())
+    if language == "zh":
+        query = " ".join(stripped.split()) or text
+    else:
+        words = re.findall(r"[A-Za-z0-9][A-Za-z0-9.%$'&/-]*", text)
+        kept = [w for w in words if any(t in terms for t in terms_of(w))]
+        query = " ".join(kept) or text
+    aliases = {t: ALIASES[t] for t in terms if t in ALIASES}
+    cloze = ""
+    wh = re.search(r"多少|哪|什么|几|谁", text) if language == "zh" else None
+    if wh:
+        before = re.findall(r"[\u4e00-\u9fff]+", text[: wh.start()])
+        if before and len(before[-1]) >= 2 and not set(before[-1][-2:]) & set("是有的了在为对"):
+            cloze = before[-1][-2:]
+    lowered = text.lower()
+    return Question(
+        text, language, terms, answer_kind_of(text), extreme_of(text), query, numbers,
+        wants_name=bool(re.match(r"\s*(who|whom|whose)\b", lowered) or "谁" in text),
+        wants_website=bool(re.search(r"\b(website|site|url|domain|web address)\b|网站|网址", lowered)),
+        wants_source=bool(re.search(r"\bsources?\b|\bcomes? from\b|来源|出处", lowered)),
+        aliases=aliases, cloze=cloze,
+    )
+
+
+# --- matching OCR lines against the question -----------------------------------------------------
+
+
+def fuzzy_equal(a: str, b: str) -> bool:
+    """Tolerate OCR slips and suffixes on longer English words ("aspiration" ~ "aspirational")."""
+    if a == b:
+        return True
+    if not (a.isascii() and b.isascii() and a.isalpha() and b.isalpha()):
+        return False
+    short, long_ = sorted((a, b), key=len)
+    if len(short) >= 5 and long_.startswith(short):
+        return True
+    common = len(os.path.commonprefix([a, b]))
+    if common >= 6 and common >= 0.8 * len(short):  # "individualism" ~ "individualistic"
+        return True
+    if len(short) >= 6 and len(long_) - len(short) <= 1:
+        return _edit_distance_at_most_one(short, long_)
+    return False
+
+
+def _edit_distance_at_most_one(a: str, b: str) -> bool:
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) <= 1
+    # len(b) == len(a) + 1: one insertion
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i:] == b[i + 1 :]
+
+
+def matched_terms(line_terms: list[str] | set[str], question: Question) -> set[str]:
+    """Question terms found among a line's terms (exactly, fuzzily, or by an alias such as "SG")."""
+    found = set()
+    line_terms = set(line_terms)
+    for term in question.terms:
+        if term in line_terms or any(fuzzy_equal(term, t) for t in line_terms):
+            found.add(term)
+        elif any(alias in line_terms for alias in question.aliases.get(term, ())):
+            found.add(term)
+    return found
+
+
+def page_match(boxes: list[TextBox], question: Question) -> float:
+    """Share of the question's term weight found anywhere in the boxes (0..1)."""
+    total = sum(question.terms.values())
+    if not total:
+        return 0.0
+    found: set[str] = set()
+    for b in boxes:
+        found |= matched_terms(terms_of(b.text), question)
+    return sum(question.terms[t] for t in found) / total
