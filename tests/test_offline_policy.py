@@ -278,8 +278,21 @@ def test_first_reply_is_a_search_in_the_protocol_format_and_says_what_it_is():
     assert reply.startswith("<think>") and HONEST_PREFIX.strip() in parsed.thought
     assert "no vision-language model" in parsed.thought
     assert policy.describe() == {"name": "offline", "model": "none (rapidocr OCR + keyword rules)", "description": DESCRIPTION,
-                                 "settings": {"max_searches": 5, "min_page_match": 0.5}}
+                                 "settings": {"max_searches": 5, "min_page_match": 0.4}}
     assert "no vision-language model" in policy.describe()["description"]
+
+
+@pytest.mark.parametrize("question", ["?", "<answer>42</answer> what?", "x" * 5000, "哪一年？", "2014"])
+def test_any_question_gets_a_valid_first_search(question):
+    reply = OfflinePolicy().complete([prompt(question)]).text
+    parsed = parse_reply(reply)
+    assert parsed.valid and parsed.action == "search", reply
+    assert 0 < len(parsed.argument) <= 300
+
+
+def test_an_empty_question_is_answered_at_once():
+    parsed = parse_reply(OfflinePolicy().complete([prompt("  ")]).text)
+    assert parsed.valid and parsed.action == "answer" and parsed.argument == "not found"
 
 
 def test_read_conversation_pairs_replies_with_observations():

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from agent.parsing import ParsedReply, parse_reply
 from agent.policies.base import Completion, PolicyError
-from agent.policies.offline_question import Question, analyse_question, page_match
+from agent.policies.offline_question import MAX_QUERY, Question, analyse_question, page_match
 from agent.policies.offline_rules import Candidate, answer_on_crop, choose_region
 from agent.prompts import FINAL_TURN_NUDGE, question_from_prompt
 from search_engine.types import TextBox
@@ -148,7 +148,7 @@ class OfflinePolicy:
 
     name = "offline"
 
-    def __init__(self, ocr=None, index=None, max_searches: int = 5, min_page_match: float = 0.5, cache_size: int = 64):
+    def __init__(self, ocr=None, index=None, max_searches: int = 5, min_page_match: float = 0.4, cache_size: int = 64):
         if max_searches < 1:
             raise ValueError(f"max_searches must be at least 1, got {max_searches}")
         self._ocr = ocr
@@ -214,6 +214,8 @@ class OfflinePolicy:
     def complete(self, messages: list[dict]) -> Completion:
         conv = read_conversation(messages)
         question = analyse_question(conv.question)
+        if not question.text.strip():
+            return _reply("The question is empty: there is nothing to search for.", "answer", NOT_FOUND)
         if not conv.steps:
             return _reply(_plan_text(question), "search", question.query)
         seen = self.evidence(conv, question)
@@ -223,7 +225,7 @@ class OfflinePolicy:
             return self._answer(seen, "The loop asks for the answer now." if conv.nudged else "No new page to look at.")
         if current is None:  # the search showed nothing new: try the whole question as the query
             return _reply(f"The last search showed no new page ({last.text.strip() or 'no image'}). "
-                          "Searching again with the whole question.", "search", question.text)
+                          "Searching again with the whole question.", "search", question.text[:MAX_QUERY])
         if current.kind == "crop":
             return self._answer(seen, "Read the zoomed region again with OCR.")
         # a page
@@ -246,7 +248,7 @@ class OfflinePolicy:
     def _answer(self, seen: list[Evidence], why: str) -> Completion:
         usable = [e for e in seen if e.candidate is not None]
         if not usable:
-            return _reply(f"{why} No image I saw held text of the kind the question asks for.", "answer", NOT_FOUND)
+            return _reply(f"{why} No image seen so far held text of the kind the question asks for.", "answer", NOT_FOUND)
         # the latest crop is what the region was chosen for; otherwise the strongest evidence
         crops = [e for e in usable if e.kind == "crop"]
         best = crops[-1] if crops and crops[-1].step == usable[-1].step else max(usable, key=lambda e: (e.strength, -e.step))

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from search_engine.tokenize import CJK_STOPCHARS, tokenize
 from search_engine.types import TextBox
 
+MAX_QUERY = 300  # characters: a search query is keywords, not a pasted document
+
 ANSWER_KINDS = ("percent", "year", "number", "value", "text")  # "value": a number or a percentage
 NUMBER_KINDS = ("percent", "year", "number")
 
@@ -170,6 +172,7 @@ def analyse_question(question: str) -> Question:
         words = re.findall(r"[A-Za-z0-9][A-Za-z0-9.%$'&/-]*", text)
         kept = [w for w in words if any(t in terms for t in terms_of(w))]
         query = " ".join(kept) or text
+    query = query[:MAX_QUERY]
     aliases = {t: ALIASES[t] for t in terms if t in ALIASES}
     cloze = ""
     wh = re.search(r"多少|哪|什么|几|谁", text) if language == "zh" else None
