@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -57,6 +58,7 @@ class DocumentIndex:
         self._store = store
         self._embedder = embedder
         self._ocr = ocr
+        self._embedding: ThreadPoolExecutor | None = None  # one worker thread, started on first ingest
         self._reset()
 
     def _reset(self) -> None:
@@ -298,6 +300,9 @@ class DocumentIndex:
                     read.texts.append(" ".join(b.text for b in read.pages[-1].boxes))
                     if self.embedder.modality == "image":
                         read.images.append(raw.rgb())
+                    if len(read.pages) - read.submitted == EMBED_BATCH:  # a long source: embed while reading on
+                        read.batches.append(self._embed_later(read.texts[read.submitted :], read.images[read.submitted :]))
+                        read.submitted = len(read.pages)
                 if progress:
                     progress(done + number, total, f"{source.path.name} page {number}/{n_pages}")
         except SourceError as e:
@@ -308,16 +313,19 @@ class DocumentIndex:
         """Embed the pages of several read sources in one go, then commit each source's record."""
         if not pending:
             return
-        vectors = self._embed([t for r in pending for t in r.texts], [i for r in pending for i in r.images])
+        # the pages not yet sent to the embedder, of all pending sources, go as one batch
+        rest = self._embed_later([t for r in pending for t in r.texts[r.submitted :]],
+                                 [i for r in pending for i in r.images[r.submitted :]]).result()
         start = 0
         for read in pending:
             n = len(read.pages)
             vids = list(range(self._next_vid, self._next_vid + n))
             self._next_vid += n
+            tail = n - read.submitted
+            vectors = np.vstack([f.result() for f in read.batches] + [rest[start : start + tail]])
+            start += tail
             source = read.source
-            record = SourceRecord(str(source.path), read.sha, source.size, source.mtime_ns, vids, read.pages,
-                                  vectors[start : start + n])
-            start += n
+            record = SourceRecord(str(source.path), read.sha, source.size, source.mtime_ns, vids, read.pages, vectors)
             self._store.write_record(record)  # the commit point for this source
             self._install(record)
             report.added += [p.page_id for p in read.pages]
@@ -328,10 +336,17 @@ class DocumentIndex:
         image_file = self._store.write_image(page_id, raw.jpeg)
         return Page(page_id, str(source.path), raw.number, str(image_file), raw.width, raw.height, text_source, boxes)
 
-    def _embed(self, texts: list[str], images: list[Image.Image]) -> np.ndarray:
-        if self.embedder.modality == "image":
-            return self.embedder.encode_images(images)
-        return np.vstack([self.embedder.encode_texts(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)])
+    def _embed_later(self, texts: list[str], images: list[Image.Image]) -> Future:
+        """Embed on a worker thread: torch releases the GIL, so the next pages render meanwhile."""
+        def embed() -> np.ndarray:
+            if self.embedder.modality == "image":
+                return self.embedder.encode_images(images)
+            if not texts:
+                return np.zeros((0, self.embedder.dim), np.float32)
+            return np.vstack([self.embedder.encode_texts(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)])
+        if self._embedding is None:
+            self._embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        return self._embedding.submit(embed)
 
     def _stem_for(self, source: SourceFile, n_pages: int, taken: set[str]) -> str:
         stem = source.path.stem[:100]  # keeps `{page_id}.jpg` well under file-name length limits
@@ -439,6 +454,8 @@ class _ReadSource:
     pages: list[Page] = dataclasses.field(default_factory=list)
     texts: list[str] = dataclasses.field(default_factory=list)
     images: list[Image.Image] = dataclasses.field(default_factory=list)
+    batches: list[Future] = dataclasses.field(default_factory=list)  # vectors of pages[:submitted]
+    submitted: int = 0
 
 
 def _under(path: Path, roots: list[Path]) -> bool:
