@@ -23,6 +23,7 @@ class IndexConfig:
     min_text_chars: int = 20  # a PDF page with less text-layer text than this is OCR'd
     ocr_min_confidence: float = 0.5
     ocr_max_side: int = 2000
+    ocr_threads: int | None = 1  # see ocr.py; None = all cores
     max_image_pixels: int = 100_000_000  # decompression-bomb guard for images and rendered pages
     jpeg_quality: int = 90  # for page images that are not already JPEG files
     candidates: int = 100  # pages each retriever proposes before fusion

@@ -169,7 +169,8 @@ class DocumentIndex:
     @property
     def ocr(self) -> OcrEngine:
         if self._ocr is None:
-            self._ocr = OcrEngine(self.config.ocr_min_confidence, self.config.ocr_max_side)
+            self._ocr = OcrEngine(self.config.ocr_min_confidence, self.config.ocr_max_side,
+                                  threads=self.config.ocr_threads)
         return self._ocr
 
     # ---- in-memory bookkeeping ---------------------------------------------------------------------
