@@ -208,7 +208,8 @@ class DocumentIndex:
     # ---- ingestion ---------------------------------------------------------------------------------
     def ingest(self, paths, progress: Progress | None = None) -> IngestReport:
         """Sync the index with `paths`: add new and changed files, drop pages of files that are gone
-        from under these paths (or can no longer be read). Other indexed sources are left alone."""
+        from under these paths (or can no longer be read). Other indexed sources are left alone.
+        A changed file's page ids appear in the report twice: in `removed` (old) and `added` (new)."""
         with self._writing():
             return self._sync(paths, progress, drop_missing=True)
 
