@@ -33,24 +33,25 @@ def write_report_pdf(path: Path) -> Path:
 
 
 def tiny_index_folder() -> Path:
-    """The folder of the cached tiny index (built on first use)."""
-    key = hashlib.sha256(repr(PAGES).encode() + b"v1").hexdigest()[:10]
-    folder = ARTIFACTS / f"agent-tiny-index-{key}"
-    if (folder / "index").is_dir():
-        return folder
+    """The folder of the cached tiny index. Every call re-syncs it through the index's own incremental
+    ingest: a no-op when it is current, a rebuild when the index format or settings changed."""
     from search_engine.index import DocumentIndex
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-agent-index-", dir=ARTIFACTS))
-    try:
-        pdf = write_report_pdf(tmp / "report.pdf")
-        index = DocumentIndex.open(tmp / "index")
-        report = index.ingest([pdf])
-        assert report.added == ["report_1", "report_2", "report_3"], report
-        tmp.rename(folder)  # page images are stored relative to the index folder, so it may move
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    key = hashlib.sha256(repr(PAGES).encode() + b"v1").hexdigest()[:10]
+    folder = ARTIFACTS / f"agent-tiny-index-{key}"
+    if not (folder / "report.pdf").is_file():
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-agent-index-", dir=ARTIFACTS))
+        try:
+            write_report_pdf(tmp / "report.pdf")
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    index = DocumentIndex.open(folder / "index")
+    index.ingest([folder / "report.pdf"])
+    assert sorted(p.page_id for p in index.pages()) == ["report_1", "report_2", "report_3"]
     return folder
 
 
