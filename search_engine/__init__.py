@@ -4,13 +4,39 @@
     index = DocumentIndex.open("data/indexes/mine")
     report = index.ingest(["~/papers", "~/scans/receipt.png"], progress=print)
     hits = index.search("revenue growth in 2019", top_k=5)
-"""
-from .config import FORMAT_VERSION, IndexConfig
-from .index import DocumentIndex
-from .query import MAX_QUERY_CHARS, MAX_TOP_K, QueryError, validate_query
-from .types import IngestReport, Page, SearchHit, SkippedFile, TextBox
 
-__all__ = [
-    "DocumentIndex", "IndexConfig", "FORMAT_VERSION", "QueryError", "validate_query", "MAX_QUERY_CHARS",
-    "MAX_TOP_K", "IngestReport", "Page", "SearchHit", "SkippedFile", "TextBox",
-]
+The names below are imported on first use (PEP 562): importing a light submodule such as
+`search_engine.types` must not pull in PyMuPDF, FAISS and scipy, or the app would start slowly.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DocumentIndex": ".index",
+    "IndexConfig": ".config",
+    "FORMAT_VERSION": ".config",
+    "QueryError": ".query",
+    "validate_query": ".query",
+    "MAX_QUERY_CHARS": ".query",
+    "MAX_TOP_K": ".query",
+    "IngestReport": ".types",
+    "Page": ".types",
+    "SearchHit": ".types",
+    "SkippedFile": ".types",
+    "TextBox": ".types",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'search_engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
