@@ -51,6 +51,10 @@ def tokenize(text: str, stopwords: bool = True) -> list[str]:
             tokens.append(_number(token))
         elif _CJK.match(token):
             tokens.extend(_cjk_tokens(token, stopwords))
-        elif not stopwords or token not in STOPWORDS:
-            tokens.append(token)
+        else:
+            # A possessive is the word itself: "Japan's" must match a slide that prints "Japan"
+            # (a curly "China’s" already splits into "china" + the stop word "s").
+            token = token.removesuffix("'s")
+            if not stopwords or token not in STOPWORDS:
+                tokens.append(token)
     return tokens

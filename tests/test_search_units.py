@@ -22,6 +22,9 @@ from search_engine.tokenize import tokenize
         ("云栖大会", ["云栖", "栖大", "大会"]),  # CJK runs: overlapping bigrams
         ("VPC诞生", ["vpc", "诞生"]),
         ("云 的 年", ["云", "年"]),  # a lone character is a token unless it is a function character
+        ("Japan's trips", ["japan", "trips"]),  # a possessive is the word itself
+        ("China’s share", ["china", "share"]),  # curly apostrophe too
+        ("don't", ["don't"]),  # other contractions stay whole
     ],
 )
 def test_tokenize(text, expected):
