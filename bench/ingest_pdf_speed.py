@@ -11,6 +11,8 @@ DocumentIndex, exactly as `python -m search_engine ingest` does. It reports:
 - where the CPU goes, stage by stage on the same PDF: pages.read_pages as a whole, then its parts
   (render, text layer, JPEG encoding by MuPDF and, for comparison, by PIL), and the MiniLM embedding
   of the page texts batched as DocumentIndex._embed does;
+- memory and time to open the finished index and run its first search (in a fresh process), per
+  100k pages: DocumentIndex keeps every page with its word boxes in memory;
 - with --profile, the top functions of a cProfile run of the ingest.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import pstats
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +115,35 @@ def pil_jpeg(pixmap, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def measure_open(folder: Path) -> dict:
+    """RSS and time of opening an index and running its first search, in this (fresh) process, with
+    the libraries imported beforehand so that only the index's own data is counted."""
+    import gc
+
+    from search_engine.index import DocumentIndex
+    from search_engine.lexical import LexicalIndex
+
+    warm = LexicalIndex()
+    warm.add(1, ["warm"])
+    warm.search(["warm"], 1)
+    gc.collect()
+    before, started = rss_mb(), time.perf_counter()
+    index = DocumentIndex.open(folder)
+    index.search("revenue growth in the region", top_k=10, mode="lexical")  # builds the BM25 matrix
+    seconds, used = time.perf_counter() - started, rss_mb() - before
+    pages = len(index)
+    return {"pages": pages, "open_and_first_search_s": round(seconds, 2), "rss_mb": round(used, 1),
+            "rss_mb_per_100k_pages": round(used / pages * 100_000), "open_s_per_100k_pages": round(seconds / pages * 100_000)}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def folder_bytes(folder: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
 
@@ -121,7 +153,11 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=240)
     parser.add_argument("--profile", action="store_true", help="also print the top functions of a cProfile run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest_pdf_speed.json")
+    parser.add_argument("--measure-open", type=Path, help=argparse.SUPPRESS)  # internal: one index, this process
     args = parser.parse_args()
+    if args.measure_open:
+        print(json.dumps(measure_open(args.measure_open)))
+        return
 
     from search_engine.config import IndexConfig
     from search_engine.embedders import load_embedder
@@ -162,6 +198,9 @@ def main() -> None:
             "dense": round((index.folder / "dense.npz").stat().st_size / args.pages / 1024, 2),
         },
         "stages": stages(pdf, embedder, index.config),
+        "open_index": json.loads(subprocess.run(
+            [sys.executable, __file__, "--measure-open", str(index.folder)], capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]),
         "load_avg": os.getloadavg(),
     }
     print(json.dumps(figures, indent=1))

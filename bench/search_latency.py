@@ -132,7 +132,9 @@ def dense_figures(n: int, queries: int, cache: Path) -> tuple[object, dict]:
     faiss.omp_set_num_threads(1)
     figures = {"kind": index.kind, **built, "file_mb": round((cache / f"dense-{n}.npz").stat().st_size / 2**20, 1),
                "rss_mb": round(rss_mb() - before, 1)}
-    # Queries near stored pages (a stored vector plus noise), so that recall@10 means something.
+    # Queries near stored pages (a stored vector plus noise), so that recall@10 means something. Their
+    # own seed: the same queries whether the index was just built or loaded from the cache.
+    rng = np.random.default_rng(n + 7)
     picks = rng.integers(0, n, queries)
     base = np.vstack([index._index.reconstruct(int(i)) for i in picks])
     q = base + 0.5 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(DIM)  # noise of norm ~0.5
