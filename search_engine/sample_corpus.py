@@ -180,7 +180,7 @@ def _chart_page(page: pymupdf.Page) -> None:
     _paragraph(
         page,
         580,
-        f"Capital spending totalled EUR {total:.1f} million. The Kestrel Ridge plant took the largest share; "
+        f"Capital spending totalled EUR {total:.1f} million. The largest project took more than half of it; "
         "the smart meter roll-out reached 38,000 homes.",
         height=60,
     )

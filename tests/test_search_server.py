@@ -105,7 +105,7 @@ def page_id_of(image_file: str) -> str:
 
 # ---- the reference API ---------------------------------------------------------------------------
 def test_get_search_has_the_reference_shape(client, index):
-    r = client.get("/search", params={"queries": ["Kestrel Ridge treatment plant opened", "Hillcrest district water"]})
+    r = client.get("/search", params={"queries": ["When did the Kestrel Ridge treatment plant open?", "Hillcrest district water"]})
     assert r.status_code == 200
     results = r.json()
     assert isinstance(results, list) and len(results) == 2
