@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import io
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -255,7 +256,12 @@ class OfflinePolicy:
         cand = best.candidate
         where = "the zoomed region" if best.kind == "crop" else "a page"
         return _reply(f"{why} On {where}, \"{cand.span.text}\" is the best-supported candidate ({cand.explain()}).",
-                      "answer", cand.span.text)
+                      "answer", clean_answer(cand.span.text))
+
+
+def clean_answer(text: str) -> str:
+    """OCR puts spaces between Chinese characters where a line wraps or a gap is wide; Chinese has none."""
+    return re.sub(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])", "", text).strip()
 
 
 def _plan_text(question: Question) -> str:

@@ -22,6 +22,7 @@ Box = tuple[float, float, float, float]
 
 # A number with an optional sign, currency and percent sign; not glued to letters ("3rd", "Q3", "IPv6").
 _NUMBER = re.compile(r"(?<![\w.])[+-]?(?:US\$|\$|¥|€|£)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?%)?(?![A-Za-z\d])")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]*\w")
 LEADING_MARK = re.compile(r"^[\s•·\-–—*●○■□◆>#]*(?:\d{1,2}[.)、]?\s*(?=[^\d\s.,%]))?")
 
 
@@ -34,12 +35,15 @@ class Span:
     box: Box
     line: int  # index of the OCR line (TextBox) it was cut from
     value: float | None = None  # numeric value for number kinds
+    start: int = 0  # character offsets of the span in its line's text
+    end: int = 0
 
 
 def cloze_spans(boxes: list[TextBox], question: Question) -> list[Span]:
     """Chinese fill-in-the-blank: in a line holding the words just before the question word, the
     text right after them up to the next clause break ("围绕安全/稳定/性能/成本的..." for
-    "...围绕哪几个方面" gives "安全/稳定/性能/成本")."""
+    "...围绕哪几个方面" gives "安全/稳定/性能/成本"); when nothing follows them, the text before
+    them, as a label puts its subject first ("增强型NAT网关发布" for "...发布了什么")."""
     if not question.cloze:
         return []
     spans = []
@@ -49,9 +53,12 @@ def cloze_spans(boxes: list[TextBox], question: Question) -> list[Span]:
             continue
         start = at + len(question.cloze)
         end = start + len(re.split(r"[的，。,;；：:]", b.text[start:])[0])
+        if len(b.text[start:end].strip()) < 2 and question.cloze_last:  # nothing after: the clause before
+            end = at
+            start = end - len(re.split(r"[的，。,;；：:]", b.text[:end])[-1])
         phrase = b.text[start:end].strip()
         if len(phrase) >= 2:
-            spans.append(Span(phrase, "text", _sub_box(b.box, b.text, start, end), i))
+            spans.append(Span(phrase, "text", _sub_box(b.box, b.text, start, end), i, None, start, end))
     return spans
 
 
@@ -109,17 +116,27 @@ def spans_of(boxes: list[TextBox]) -> list[Span]:
             if _in_range(text, m.start(), m.end()):
                 continue
             token = re.sub(r"\s", "", m.group())
-            spans.append(Span(token, number_kind(token), _sub_box(b.box, text, m.start(), m.end()), i, _number_value(token)))
+            spans.append(Span(token, number_kind(token), _sub_box(b.box, text, m.start(), m.end()), i,
+                              _number_value(token), m.start(), m.end()))
         lead = LEADING_MARK.match(text)
         start = lead.end() if lead else 0
-        phrase = text[start:].strip()
-        letters = sum(1 for c in phrase if c.isalpha())
-        if letters >= 2 and letters >= len(phrase.replace(" ", "")) / 2 and not _junk(phrase):
-            spans.append(Span(phrase, "text", _sub_box(b.box, text, start, len(text)), i))
+        pieces = [(start, len(text))]
         source = SOURCE.match(text)
-        if source and text[source.end():].strip():
-            spans.append(Span(text[source.end():].strip(), "text", _sub_box(b.box, text, source.end(), len(text)), i))
-    return spans
+        if source:
+            pieces.append((source.end(), len(text)))  # "Source: X" -> X
+        pieces += [(m.start(), m.end()) for m in EMAIL.finditer(text)]
+        if "," in text[start:] or "，" in text[start:]:
+            # each comma-separated piece too: "Yeoh Siew Hoon, Editor & Founder" holds a name
+            for m in re.finditer(r"[^,，]+", text[start:]):
+                pieces.append((start + m.start(), start + m.end()))
+        for a, z in pieces:
+            raw = text[a:z]
+            a, z = a + len(raw) - len(raw.lstrip()), z - (len(raw) - len(raw.rstrip()))
+            phrase = text[a:z]
+            letters = sum(1 for c in phrase if c.isalpha() or c == "@")
+            if letters >= 2 and letters >= len(phrase.replace(" ", "")) / 2 and not _junk(phrase):
+                spans.append(Span(phrase, "text", _sub_box(b.box, text, a, z), i, None, a, z))
+    return list(dict.fromkeys(spans))  # a piece equal to the whole line is listed once
 
 
 # --- geometry ----------------------------------------------------------------------------------
@@ -175,6 +192,26 @@ def short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def tall_lines(boxes: list[TextBox]) -> list[bool]:
+    """Lines in a much larger font than the page's median line (slide titles, section headings)."""
+    heights = sorted(b.box[3] - b.box[1] for b in boxes)
+    body = heights[len(heights) // 2] if heights else 0.0
+    return [bool(body) and b.box[3] - b.box[1] > 1.4 * body for b in boxes]
+
+
+def title_lines(boxes: list[TextBox], size: tuple[int, int] | None = None) -> list[bool]:
+    """Which lines are slide titles: tall (see `tall_lines`) and at the top of the image or in capitals.
+    (A crop's prose may be taller than its chart labels without being a title.)"""
+    height = size[1] if size else max((b.box[3] for b in boxes), default=0.0)
+    return [tall and (b.box[1] < 0.3 * height or in_capitals(b.text)) for b, tall in zip(boxes, tall_lines(boxes))]
+
+
+def in_capitals(text: str) -> bool:
+    """An English line in capital letters: a heading, not prose."""
+    letters = [c for c in text if c.isalpha() and c.isascii()]
+    return len(letters) >= 4 and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
+
+
 # --- the shape of a line -------------------------------------------------------------------------
 
 
@@ -220,6 +257,10 @@ def adjacent(a: Box, b: Box) -> bool:
     gap_x = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
     gap_y = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
     return max(gap_x, gap_y) < min(a[3] - a[1], b[3] - b[1])
+
+
+def looks_like_email(text: str) -> bool:
+    return bool(EMAIL.fullmatch(text.strip()))
 
 
 def looks_like_website(text: str) -> bool:

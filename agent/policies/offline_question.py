@@ -30,7 +30,7 @@ _ORDINAL_WORDS = {
 }
 _ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})
 # Words that shape the question but do not name anything on the page.
-_QUESTION_WORDS = frozenset(
+QUESTION_WORDS = frozenset(
     """how many much what which who whom whose when where why according page slide chart table figure graph
     diagram shown show shows given listed mentioned value values number numbers percentage percent proportion
     year years rank ranked ranks ranking highest lowest largest smallest least most biggest greatest
@@ -51,7 +51,7 @@ ALIASES = {
 }
 
 # What kind of answer the wording asks for (checked in this order, see `answer_kind_of`).
-_YEAR_EN = re.compile(r"\b(which|what) year\b|\bwhen\b")
+_YEAR_EN = re.compile(r"\b(which|what) years?\b|\bwhen\b")
 _TEXT_EN = re.compile(
     r"\b(which|who|whom|whose|where)\b"
     r"|^what ((is|was|are|were) )?(the )?([\w-]+ ){0,2}(name|reason|title|type|kind|purpose|method|term|theme|topic|"
@@ -59,6 +59,11 @@ _TEXT_EN = re.compile(
 )
 _PERCENT_EN = re.compile(r"\b(percent|percentage|share|proportion|cagr|growth rate|rate)\b|%")
 _NUMBER_EN = re.compile(r"\bhow (many|much|large|big|high|low|long|old)\b|\bnumber of\b")
+_MEASURE = re.compile(
+    r"\b(score|scores|rate|penetration|share|number|value|income|size|growth|population|index|count|total|amount|"
+    r"price|cost|revenue|ratio|age|figure|level|volume|spend|spending|trips|departures|visitors|forecast|"
+    r"cagr|percentage|proportion|sales|users|households|cities|average|median|multiple|times|increase|decline)\b"
+)
 _YEAR_ZH = re.compile(r"哪一年|哪年|什么时候|何时|年份")
 _TEXT_ZH = re.compile(r"哪个|哪几个|哪些|哪家|哪项|哪种|哪类|谁|什么")
 _PERCENT_ZH = re.compile(r"百分比|占比|比例|比重|百分之|增长率|增速|%")
@@ -83,8 +88,11 @@ class Question:
     wants_name: bool = False  # "who ..." / "谁": a person's name
     wants_website: bool = False  # "which website ...": a domain name
     wants_source: bool = False  # "where does the data come from": a slide's "Source: ..." line
+    wants_email: bool = False  # "what is the email address": an address with an @
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # term -> other spellings on pages
-    cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面")
+    cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面",
+    # "发布" in "发布了什么")
+    cloze_last: bool = False  # the question ends with its question word ("...发布了什么？"): the answer may precede
 
 
 def _stem(word: str) -> str:
@@ -141,8 +149,8 @@ def answer_kind_of(question: str) -> str:
         return "percent"
     if _NUMBER_EN.search(q) or _NUMBER_ZH.search(q):
         return "number"
-    # "what is the X of Y" on a slide of figures usually asks for a figure of some kind
-    return "value" if re.search(r"\bwhat\b", q) else "text"
+    # "what is the penetration / score / share of Y" asks for a figure; "what are the barriers" for words
+    return "value" if re.search(r"\bwhat\b", q) and _MEASURE.search(q) else "text"
 
 
 def extreme_of(question: str) -> str | None:
@@ -160,7 +168,7 @@ def analyse_question(question: str) -> Question:
     stripped = _ZH_QUESTION.sub(" ", text) if language == "zh" else text
     terms: dict[str, float] = {}
     for term in terms_of(_rank_words(stripped)):
-        if term in _QUESTION_WORDS:
+        if term in QUESTION_WORDS:
             continue
         if CJK.match(term) and (len(term) == 1 or set(term) & CJK_STOPCHARS):
             continue  # Chinese: bigrams carry the meaning; single characters and "的作"-like pairs are noise
@@ -174,19 +182,23 @@ def analyse_question(question: str) -> Question:
         query = " ".join(kept) or text
     query = query[:MAX_QUERY]
     aliases = {t: ALIASES[t] for t in terms if t in ALIASES}
-    cloze = ""
+    cloze, cloze_last = "", False
     wh = re.search(r"多少|哪|什么|几|谁", text) if language == "zh" else None
     if wh:
         before = re.findall(r"[\u4e00-\u9fff]+", text[: wh.start()])
-        if before and len(before[-1]) >= 2 and not set(before[-1][-2:]) & set("是有的了在为对"):
-            cloze = before[-1][-2:]
+        run = before[-1].rstrip("了的") if before else ""  # "发布了什么" -> "发布"
+        if len(run) >= 2 and not set(run[-2:]) & set("是有的了在为对"):
+            cloze = run[-2:]
+            cloze_last = not re.search(r"[\u4e00-\u9fffA-Za-z0-9]", re.sub(r"^(多少|哪[一个些几家项种类]*|什么|几[个家项种]?|谁)", "", text[wh.start():]))
     lowered = text.lower()
     return Question(
         text, language, terms, answer_kind_of(text), extreme_of(text), query, numbers,
         wants_name=bool(re.match(r"\s*(who|whom|whose)\b", lowered) or "谁" in text),
         wants_website=bool(re.search(r"\b(website|site|url|domain|web address)\b|网站|网址", lowered)),
-        wants_source=bool(re.search(r"\bsources?\b|\bcomes? from\b|来源|出处", lowered)),
-        aliases=aliases, cloze=cloze,
+        wants_source=bool(re.search(r"\b(what|which) (is|are|was|were) the sources?\b|\bsources? of (the )?(data|information|"
+                                    r"figures?|numbers?|chart|table|statistics)\b|\bcomes? from\b|数据来源|来源是|出处", lowered)),
+        wants_email=bool(re.search(r"\be-?mail\b|邮箱|电子邮件", lowered)),
+        aliases=aliases, cloze=cloze, cloze_last=cloze_last,
     )
 
 

@@ -28,8 +28,10 @@ import numpy as np
 from agent.policies.offline_charts import bar_ends, label_column, swatch_color
 from agent.policies.offline_layout import (
     LEADING_MARK, SOURCE, Box, Span, adjacent, cloze_spans, content_terms, is_number, label_likeness, labels_a_row,
-    looks_like_name, looks_like_website, number_between, relation, short, spans_of, word_count,
+    looks_like_email, looks_like_name, looks_like_website, number_between, relation, short, spans_of, tall_lines,
+    title_lines, word_count,
 )
+from agent.policies.offline_sentences import blocks_of, phrase_box, sentence_phrases
 from agent.policies.offline_question import NUMBER_KINDS, CJK, Question, fuzzy_equal, matched_terms, terms_of
 from search_engine.types import TextBox
 
@@ -45,7 +47,7 @@ class Support:
     text: str
     box: Box
     strength: float
-    how: str  # "row", "column", "near" or "same line"
+    how: str  # "row", "column", "near", "same line" or "same sentence"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Candidate:
             if s.line in seen or s.strength < 0.15:
                 continue
             seen.add(s.line)
-            label = {"row": "same row as", "column": "same column as", "near": "near", "same line": "on the line"}[s.how]
+            label = {"row": "same row as", "column": "same column as", "near": "near", "same line": "on the line",
+                     "same sentence": "in the sentence"}[s.how]
             parts.append(f'{label} "{short(s.text)}"')
             if len(parts) == limit:
                 break
@@ -109,7 +112,8 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
                     s *= 0.3  # a table's row label names its row, not the labels above and below it
                 if how == "row" and span.kind == "text" and is_number(boxes[i].text) and number_between(boxes, i, span):
                     s *= 0.3  # a rank labels the phrase right after it, not the one after the next rank
-                if span.kind == "text" and how != "near" and content_terms(span.text) & content_terms(boxes[i].text):
+                if (span.kind == "text" and how != "near" and content_terms(span.text) & content_terms(boxes[i].text)
+                        and _similar_height(span.box, boxes[i].box)):
                     s *= 0.5  # two parallel labels sharing words ("IT系统上云", "全量系统上云"): siblings, not label and value
                 if span.kind == "text" and how != "near" and adjacent(span.box, boxes[i].box):
                     s *= 1.15  # a phrase right under / beside its label is its description
@@ -118,6 +122,11 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
         if best is not None:
             support.append(best)
     return support
+
+
+def _similar_height(a: Box, b: Box) -> bool:
+    ha, hb = a[3] - a[1], b[3] - b[1]
+    return min(ha, hb) > 0 and max(ha, hb) / min(ha, hb) < 1.2
 
 
 def anchor_quality(line_terms: list[str], matched: set[str]) -> float:
@@ -165,11 +174,12 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
         quality.append(label_likeness(b.text) * anchor_quality(line_terms, matched))
     # lines in a much larger font than the page's body text are slide titles: they say what the slide
     # is about, not which cell answers (and they lie above every column of the page)
-    heights = sorted(b.box[3] - b.box[1] for b in boxes)
-    body = heights[len(heights) // 2] if heights else 0.0
-    titles = [bool(body) and b.box[3] - b.box[1] > 1.4 * body for b in boxes]
+    # big-font lines: as anchors they say what the slide or section is about, not which cell answers
+    titles = tall_lines(boxes)
+    slide_titles = title_lines(boxes, size)
     quality = [q * (0.5 if t else 1.0) for q, t in zip(quality, titles)]
     row_labels = [i in anchor_lines and labels_a_row(boxes, i) for i in range(len(boxes))]
+    paragraph = {i: n for n, block in enumerate(blocks_of(boxes, size)) for i in block.lines}
     weights = image_weights(question, anchors)
     spans = [s for s in spans_of(boxes) if not (s.kind in NUMBER_KINDS and s.text.rstrip("%") in question.numbers)]
     cloze = cloze_spans(boxes, question) if question.answer_kind == "text" else []
@@ -183,6 +193,9 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
     ranked = []
     for span in pool:
         support = _support_for(span, question, boxes, anchors, quality, titles, row_labels, size)
+        if span.kind == "text" and span.line in paragraph:
+            # a piece of a paragraph: its neighbours are the rest of its sentence, read by _sentence_candidates
+            support = [s for s in support if s.line == span.line or paragraph.get(s.line) != paragraph[span.line]]
         score = support_score(support, weights)
         named = [s.strength for s in support if s.term in question.numbers]
         if named and max(named) < 0.3:
@@ -192,6 +205,8 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 word_count(line) >= 5 and any(s.how == "same line" for s in support)):
             score *= 0.7  # a number inside a label or an unrelated sentence, rather than a value standing alone
         if span.kind == "text":
+            if slide_titles[span.line]:
+                score *= 0.3  # a slide title is the topic, rarely the answer
             span_terms = content_terms(span.text)
             echoed = matched_terms(span_terms, question)
             # an answer that repeats the question's own words is rarely the answer; nor is a long sentence
@@ -201,6 +216,8 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 score *= 1.5 if looks_like_name(span.text) else 0.6
             if question.wants_website:
                 score *= 1.5 if looks_like_website(span.text) else 0.6
+            if question.wants_email:
+                score = (score + 1.0) * 2.0 if looks_like_email(span.text) else score * 0.5
             line = boxes[span.line].text
             if question.wants_source:
                 score = (score + 1.0) * 2.0 if SOURCE.match(line) and not SOURCE.match(span.text) else score * 0.5
@@ -210,8 +227,37 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
             if span in cloze:
                 score *= 1.5  # the page completes the question's own sentence
         ranked.append(Candidate(span, score, tuple(support)))
+    if question.answer_kind == "text":
+        ranked += _sentence_candidates(boxes, question, size)
     ranked.sort(key=lambda c: (-c.score, c.span.line, c.span.box[0]))
     return ranked
+
+
+def _sentence_candidates(boxes: list[TextBox], question: Question, size: tuple[int, int]) -> list[Candidate]:
+    """Phrases a sentence of the page says where the question leaves a gap (offline_sentences.py)."""
+    found = []
+    for ph in sentence_phrases(boxes, question, size):
+        if ph.coverage < 0.5:
+            continue  # the sentence must restate most of the question
+        score = 1.3 * math.sqrt(ph.context) * (0.5 + ph.coverage) / (1.0 + 0.1 * max(0.0, word_count(ph.text) - 8))
+        score *= _format_fit(ph.text, question)
+        line = ph.block.lines[0]
+        support = (Support("sentence", line, ph.block.text, ph.block.box, min(1.0, ph.context), "same sentence"),)
+        span = Span(ph.text, "text", phrase_box(ph, boxes), line)
+        found.append(Candidate(span, score, support, extent=ph.block.box))
+    return found
+
+
+def _format_fit(text: str, question: Question) -> float:
+    """Questions that ask for a name, a website or an email address prefer text of that shape."""
+    fit = 1.0
+    if question.wants_name:
+        fit *= 1.5 if looks_like_name(text) else 0.6
+    if question.wants_website:
+        fit *= 1.5 if looks_like_website(text) else 0.6
+    if question.wants_email:
+        fit *= 2.0 if looks_like_email(text) else 0.5
+    return fit
 
 
 def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int, int]) -> Candidate | None:
@@ -227,6 +273,8 @@ def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int
     if axis is None or axis.how not in ("row", "column"):
         return None
     series = [c for c in numbers if any(s.line == axis.line and s.how == axis.how for s in c.support)]
+    if len(series) < 3 or word_count(axis.text) > 6:
+        return None  # not a table column or a chart's series (a sentence is not an axis)
     values = sorted(c.span.value for c in series)
     steps = {round(b - a, 6) for a, b in zip(values, values[1:])}
     if len(values) >= 3 and len(steps) == 1:
@@ -326,7 +374,9 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
     """The best answer on one image. `pixels` (the image as an RGB array) lets bar charts be measured."""
     if question.extreme and question.answer_kind == "text":
         found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
-        if found is None:
+        # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
+        # better than comparing numbers would
+        if found is None and not any(ph.coverage >= 0.6 for ph in sentence_phrases(boxes, question, size)):
             found = _extreme_candidate(boxes, question, size)
         if found is not None:
             return found

@@ -1,0 +1,220 @@
+"""Reading prose on a slide, for the offline policy's rules (no model): the answer inside a sentence.
+
+Many slide questions restate a sentence of the slide and leave out the part they ask for:
+"Which country is the largest source market for the Maldives?" against "China is the largest
+source market for Maldives, ...". So: join OCR lines into paragraphs, mark the words that belong to
+the question, and offer as candidates the runs of words the question does NOT contain, next to the
+words it does ("China is the" -> "China"). The more question weight sits right beside a run, in the
+same sentence, the better the candidate. Chinese has no spaces, so the unit there is the clause:
+a clause with few question words beside one made of them ("随着IPv4地址耗尽，VPC开始支持IPv6地址"
+for "VPC为什么开始支持IPv6地址").
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from agent.policies.offline_layout import Box, in_capitals, title_lines
+from agent.policies.offline_question import CJK, QUESTION_WORDS, Question, matched_terms, terms_of
+from search_engine.tokenize import STOPWORDS
+from search_engine.types import TextBox
+
+# Words trimmed from the edges of an answer ("China is the largest" -> "China"); they never end a run.
+_EDGE_WORDS = STOPWORDS | QUESTION_WORDS | {"such", "as", "be", "been", "being", "has", "have", "had", "on", "into", "onto", "than", "its",
+                            "their", "these", "those", "there", "they", "also", "only", "both", "all", "very", "more",
+                            "most", "about", "per", "while", "whereas", "but", "so", "including", "like", "e.g"}
+_SENTENCE_END = set(".;!?。；！？\n")  # "\n" marks where one paragraph's sentence ended at a line break
+_TOKEN = re.compile(r"[A-Za-z0-9$%#@&+'’./-]*[A-Za-z0-9%$#]|[\u3400-\u9fff]|[,;:.!?，。；：、()（）\"“”\n]")
+_CONNECTORS = {"and", "or", "of", "the", "a", "an", "to", "for", "in", "with", "by", "on", "at", "as", "from", "than"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A paragraph: consecutive OCR lines of one text block, joined."""
+
+    lines: tuple[int, ...]
+    text: str
+    box: Box
+    starts: tuple[int, ...]  # where each line's text starts in `text`
+
+
+def _joinable(upper: TextBox, lower: TextBox) -> bool:
+    h1, h2 = upper.box[3] - upper.box[1], lower.box[3] - lower.box[1]
+    if min(h1, h2) <= 0 or max(h1, h2) / min(h1, h2) > 1.3:
+        return False
+    gap = lower.box[1] - upper.box[3]
+    if not -0.3 * h1 <= gap <= 0.8 * h1:
+        return False
+    w1, w2 = upper.box[2] - upper.box[0], lower.box[2] - lower.box[0]
+    overlap = max(0.0, min(upper.box[2], lower.box[2]) - max(upper.box[0], lower.box[0]))
+    centres = abs((upper.box[0] + upper.box[2]) - (lower.box[0] + lower.box[2])) / 2
+    return overlap >= 0.5 * min(w1, w2) or centres <= 0.25 * max(w1, w2)
+
+
+def _join(a: str, b: str) -> str:
+    if a and b and CJK.match(a[-1]) and CJK.match(b[0]):
+        return a + b
+    last = a.split()[-1].lower() if a.split() else ""
+    if b[:1].isupper() and a[-1:].isalnum() and last not in _CONNECTORS and not a.isupper():
+        return a + "\n" + b  # a capital after a finished line: a new sentence without a full stop
+    return a + " " + b
+
+
+def blocks_of(boxes: list[TextBox], size: tuple[int, int] | None = None) -> list[Block]:
+    """Paragraphs of prose: lines stacked closely at the same size, with some words per line.
+    (A table's column of one-word cells also stacks, but is not prose and is left out.)"""
+    # titles and headings are left out: their words say what the slide is about, they are not answers
+    titles = title_lines(boxes, size)
+    order = sorted((i for i in range(len(boxes)) if not (titles[i] or in_capitals(boxes[i].text))),
+                   key=lambda i: (boxes[i].box[1], boxes[i].box[0]))
+    groups: list[list[int]] = []
+    for i in order:
+        home = None
+        for g in groups:
+            if _joinable(boxes[g[-1]], boxes[i]) and (home is None or boxes[g[-1]].box[3] > boxes[home[-1]].box[3]):
+                home = g
+        if home is None:
+            groups.append([i])
+        else:
+            home.append(i)
+    blocks = []
+    for g in groups:
+        text, starts = "", []
+        for i in g:
+            text = _join(text, boxes[i].text.strip()) if text else boxes[i].text.strip()
+            starts.append(len(text) - len(boxes[i].text.strip()))
+        words = len(re.findall(r"[A-Za-z0-9]+", text)) + len(CJK.findall(text)) / 2
+        if words < 5 or words / len(g) < 4:
+            continue  # too few words per line: a table column or a list of labels, not prose
+        xs = [boxes[i].box for i in g]
+        box = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+        blocks.append(Block(tuple(g), text, box, tuple(starts)))
+    return blocks
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A candidate answer read from a paragraph."""
+
+    text: str
+    block: Block
+    start: int  # character offsets in block.text
+    end: int
+    context: float  # question weight beside it, in its sentence (decayed with distance)
+    coverage: float  # share of the question's weight found in its sentence
+
+
+def _marks(block: Block, question: Question, tokens: list[re.Match]) -> list[str | None]:
+    """For each token, the question term it belongs to (None if none)."""
+    marks: list[str | None] = [None] * len(tokens)
+    for k, t in enumerate(tokens):
+        word = t.group()
+        if not CJK.match(word) and any(c.isalnum() for c in word):
+            found = matched_terms(terms_of(word), question)
+            if found:
+                marks[k] = max(found, key=lambda x: question.terms[x])
+    # Chinese terms are bigrams: mark both characters of every occurrence
+    starts = {t.start(): k for k, t in enumerate(tokens)}
+    for term in question.terms:
+        if CJK.match(term):
+            for m in re.finditer(re.escape(term), block.text):
+                for pos in (m.start(), m.start() + 1):
+                    if pos in starts:
+                        marks[starts[pos]] = term
+    return marks
+
+
+def _sentences(tokens: list[re.Match]) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for k, t in enumerate(tokens):
+        if t.group() in _SENTENCE_END:
+            spans.append((start, k))
+            start = k + 1
+    spans.append((start, len(tokens)))
+    return [(a, b) for a, b in spans if b > a]
+
+
+def _trim(tokens: list[re.Match], a: int, b: int) -> tuple[int, int]:
+    """Drop edge words and punctuation from tokens[a:b]."""
+    def edge(t: re.Match) -> bool:
+        w = t.group().lower()
+        return w in _EDGE_WORDS or not any(c.isalnum() for c in w)
+    while a < b and edge(tokens[a]):
+        a += 1
+    while b > a and edge(tokens[b - 1]):
+        b -= 1
+    return a, b
+
+
+def _clean(text: str) -> str:
+    """Drop parenthesised notes ("Okinawa (#7), Kyoto (#12)" -> "Okinawa, Kyoto") and stray spaces."""
+    cleaned = re.sub(r"\s*[(（][^()（）]{0,12}[)）]", "", text)
+    cleaned = re.sub(r"\s+([,，])", r"\1", cleaned)
+    return " ".join((cleaned if cleaned.strip() else text).split())
+
+
+def sentence_phrases(boxes: list[TextBox], question: Question, size: tuple[int, int] | None = None,
+                     decay: float = 0.75) -> list[Phrase]:
+    """Runs of words the question does not contain, beside words it does, in every paragraph
+    (Chinese: clauses beside clauses, see `_clauses`)."""
+    total = sum(question.terms.values()) or 1.0
+    phrases = []
+    for block in blocks_of(boxes, size):
+        tokens = list(_TOKEN.finditer(block.text))
+        marks = _marks(block, question, tokens)
+        for a, b in _sentences(tokens):
+            present = {m for m in marks[a:b] if m}
+            if not present:
+                continue
+            coverage = sum(question.terms[m] for m in present) / total
+            runs, k = [], a
+            while k < b:  # maximal runs of unmarked tokens
+                if marks[k] is None:
+                    j = k
+                    while j < b and marks[j] is None:
+                        j += 1
+                    runs.append((k, j))
+                    k = j
+                else:
+                    k += 1
+            for r0, r1 in runs if question.language == "en" else []:
+                context: dict[str, float] = {}
+                for k in range(a, b):
+                    if marks[k]:
+                        dist = (r0 - k) if k < r0 else (k - r1 + 1)
+                        context[marks[k]] = max(context.get(marks[k], 0.0), decay ** (dist - 1))
+                s0, s1 = _trim(tokens, r0, r1)
+                if s1 <= s0:
+                    continue
+                start, end = tokens[s0].start(), tokens[s1 - 1].end()
+                weight = sum(question.terms[t] * v for t, v in context.items())
+                phrases.append(Phrase(_clean(block.text[start:end]), block, start, end, weight, coverage))
+            if question.language == "zh":
+                phrases += _clauses(block, tokens, marks, a, b, question, coverage)
+    return phrases
+
+
+def _clauses(block: Block, tokens: list[re.Match], marks: list[str | None], a: int, b: int,
+             question: Question, coverage: float) -> list[Phrase]:
+    """Chinese: a clause with few question characters beside a clause made mostly of them."""
+    cuts = [a] + [k + 1 for k in range(a, b) if tokens[k].group() in "，,：:"] + [b + 1]
+    clauses = [(cuts[n], cuts[n + 1] - 1) for n in range(len(cuts) - 1) if cuts[n + 1] - 1 > cuts[n]]
+    share = [sum(1 for k in range(c0, c1) if marks[k]) / max(1, c1 - c0) for c0, c1 in clauses]
+    out = []
+    for n, (c0, c1) in enumerate(clauses):
+        neighbours = [share[m] for m in (n - 1, n + 1) if 0 <= m < len(clauses)]
+        if share[n] < 0.5 and neighbours and max(neighbours) >= 0.5:
+            s0, s1 = _trim(tokens, c0, c1)
+            if s1 > s0:
+                start, end = tokens[s0].start(), tokens[s1 - 1].end()
+                weight = sum(question.terms[m] for m in {marks[k] for k in range(a, b) if marks[k]})
+                out.append(Phrase(_clean(block.text[start:end]), block, start, end, weight * max(neighbours), coverage))
+    return out
+
+
+def phrase_box(phrase: Phrase, boxes: list[TextBox]) -> Box:
+    """The union of the line boxes the phrase runs through."""
+    lines = [i for i, s in zip(phrase.block.lines, phrase.block.starts)
+             if s < phrase.end and s + len(boxes[i].text.strip()) > phrase.start]
+    xs = [boxes[i].box for i in lines] or [phrase.block.box]
+    return (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
