@@ -200,10 +200,12 @@ def tall_lines(boxes: list[TextBox]) -> list[bool]:
 
 
 def title_lines(boxes: list[TextBox], size: tuple[int, int] | None = None) -> list[bool]:
-    """Which lines are slide titles: tall (see `tall_lines`) and at the top of the image or in capitals.
-    (A crop's prose may be taller than its chart labels without being a title.)"""
+    """Which lines are slide titles: tall (see `tall_lines`) and in capitals, or short and at the top of
+    the image. (A crop's prose may be taller than its chart labels without being a title, and a
+    slide's lead sentence may be set large.)"""
     height = size[1] if size else max((b.box[3] for b in boxes), default=0.0)
-    return [tall and (b.box[1] < 0.3 * height or in_capitals(b.text)) for b, tall in zip(boxes, tall_lines(boxes))]
+    return [tall and ((b.box[1] < 0.3 * height and word_count(b.text) <= 8) or in_capitals(b.text))
+            for b, tall in zip(boxes, tall_lines(boxes))]
 
 
 def in_capitals(text: str) -> bool:

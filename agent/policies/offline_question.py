@@ -24,9 +24,11 @@ NUMBER_KINDS = ("percent", "year", "number")
 # --- question analysis -------------------------------------------------------------------------
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_ORDINAL_WORDS = {
+_NUMBER_WORDS = {
     "first": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5",
     "sixth": "6", "seventh": "7", "eighth": "8", "ninth": "9", "tenth": "10",
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }
 _ORDINAL_SUFFIXES = frozenset({"st", "nd", "rd", "th"})
 # Words that shape the question but do not name anything on the page.
@@ -116,7 +118,7 @@ def terms_of(text: str) -> list[str]:
             token = token.lstrip("0") or "0"  # "03" (a numbered section) is rank 3
         if token.isascii() and token[0].isalpha():
             token = _stem(token)
-        out.append(_ORDINAL_WORDS.get(token, token))
+        out.append(_NUMBER_WORDS.get(token, token))
     return out
 
 
@@ -125,7 +127,8 @@ _ZH_DIGITS = {c: str(i) for i, c in enumerate("一二三四五六七八九十", 
 
 def _rank_words(question: str) -> str:
     """Write ranks as numbers: "the top destination" -> rank 1, "第三部分" -> "3 部分"."""
-    question = re.sub(r"\bthe top\b(?!\s*\d)", " the 1 ", question, flags=re.IGNORECASE)
+    if not re.search(r"\b(are|were) the top\b|\b(two|three|four|five|six|seven|eight|nine|ten|\d+)\b", question, re.IGNORECASE):
+        question = re.sub(r"\bthe top\b", " the 1 ", question, flags=re.IGNORECASE)  # not "the top 20", "are the top"
     return re.sub(r"第([一二三四五六七八九十])", lambda m: f" {_ZH_DIGITS[m.group(1)]} ", question)
 
 
@@ -141,7 +144,7 @@ def answer_kind_of(question: str) -> str:
     q = unicodedata.normalize("NFKC", question).lower().strip()
     if _YEAR_EN.search(q) or _YEAR_ZH.search(q):
         return "year"
-    if re.search(r"\b(where|what) does .* rank\b|\bwhat rank\b|排名第几|排第几", q):
+    if (re.search(r"\brank\b", q) and not re.search(r"\branks? (\d|first|second|third|\w+th)\b", q)) or re.search(r"排名第几|排第几", q):
         return "number"  # a rank
     if _TEXT_EN.search(q) or _TEXT_ZH.search(q):
         return "text"

@@ -102,6 +102,9 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
                 # line that does is usually a label, its number part of the name ("Top 20 destinations")
                 sentence = word_count(boxes[i].text) >= 5
                 s, how = (1.0 if span.kind == "text" or sentence else 0.5), "same line"
+                if span.kind != "text" and sentence:
+                    # in a sentence, the number beside the term ("Kyoto (#12)") is the one it states
+                    s /= 1.0 + _char_distance(boxes[i].text, span, term, question) / 30.0
                 s *= 0.5 if titles[i] else 1.0  # a slide title mentions things in passing
             else:
                 s, how = relation(span.box, boxes[i].box, size)
@@ -122,6 +125,18 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
         if best is not None:
             support.append(best)
     return support
+
+
+def _char_distance(text: str, span: Span, term: str, question: Question) -> float:
+    """Characters between a span and the nearest spelling of a question term in the same line; a span
+    before the term counts half as far again ("Kyoto (#12)": a note follows what it is about)."""
+    lowered = text.lower()
+    best = len(text) / 2.0
+    for form in (term, *question.aliases.get(term, ())):
+        for m in re.finditer(re.escape(form), lowered):
+            gap = span.start - m.end() if span.start >= m.end() else 1.5 * max(0, m.start() - span.end)
+            best = min(best, float(max(0, gap)))
+    return best
 
 
 def _similar_height(a: Box, b: Box) -> bool:

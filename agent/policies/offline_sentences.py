@@ -25,6 +25,12 @@ _EDGE_WORDS = STOPWORDS | QUESTION_WORDS | {"such", "as", "be", "been", "being",
                             "most", "about", "per", "while", "whereas", "but", "so", "including", "like", "e.g"}
 _SENTENCE_END = set(".;!?。；！？\n")  # "\n" marks where one paragraph's sentence ended at a line break
 _TOKEN = re.compile(r"[A-Za-z0-9$%#@&+'’./-]*[A-Za-z0-9%$#]|[\u3400-\u9fff]|[,;:.!?，。；：、()（）\"“”\n]")
+# A sentence has a verb; a heading ("Proportion of travellers over 65 years of age") does not.
+_VERBS = {"is", "are", "was", "were", "be", "been", "has", "have", "had", "will", "would", "can", "could", "may",
+          "make", "makes", "made", "account", "accounts", "constitute", "constitutes", "grow", "grows", "grew",
+          "grown", "rise", "rises", "rising", "include", "includes", "use", "uses", "become", "becomes", "remain",
+          "remains", "reach", "reaches", "reached", "lead", "leads", "drive", "drives", "show", "shows", "need",
+          "needs", "represent", "represents", "increase", "increases", "increasing", "decline", "declines"}
 _CONNECTORS = {"and", "or", "of", "the", "a", "an", "to", "for", "in", "with", "by", "on", "at", "as", "from", "than"}
 
 
@@ -166,6 +172,8 @@ def sentence_phrases(boxes: list[TextBox], question: Question, size: tuple[int, 
             present = {m for m in marks[a:b] if m}
             if not present:
                 continue
+            if question.language == "en" and not any(t.group().lower() in _VERBS for t in tokens[a:b]):
+                continue  # a heading, not a sentence
             coverage = sum(question.terms[m] for m in present) / total
             runs, k = [], a
             while k < b:  # maximal runs of unmarked tokens
