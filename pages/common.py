@@ -136,8 +136,16 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _index(folder: str):
+    import faiss
+    import torch
+
     from search_engine.index import DocumentIndex
 
+    # The app answers one query at a time per session on a 2-core machine. Letting torch and FAISS
+    # spread one small query over every core made a query embedding 10x slower when two sessions
+    # (or an ingestion) were busy (bench/relevance_speed.py: p50 420 ms with 2 threads, 37 ms with 1).
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     return DocumentIndex.open(folder)
 
 
@@ -334,7 +342,7 @@ QUESTION_SETS = ROOT / "bench" / "questions"
 def _all_examples() -> list[ExampleQuestion]:
     """The sample report's example questions, then every question set under bench/questions/."""
     from agent.evaluate import DatasetError, load_dataset
-    from search_engine.sample_corpus import EXAMPLE_QUESTIONS
+    from search_engine.sample_questions import EXAMPLE_QUESTIONS
 
     found = [ExampleQuestion(e.question, e.answer, (e.page_id,)) for e in EXAMPLE_QUESTIONS]
     for path in sorted(QUESTION_SETS.glob("*.json")) if QUESTION_SETS.is_dir() else []:

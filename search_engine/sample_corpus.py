@@ -9,21 +9,21 @@ only. So we draw a four-page report of a fictional water utility with PyMuPDF:
 4. a "scanned" board memo: the page holds only a picture of text, so its words come from OCR.
 
 Every fact below is made up, stated once, and lives on one page, so that each example question has
-exactly one gold page. `EXAMPLE_QUESTIONS` feeds the app's example buttons.
+exactly one gold page. The example questions (sample_questions.py) feed the app's example buttons.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pymupdf
 
+from .sample_questions import EXAMPLE_QUESTIONS, REPORT_STEM, ExampleQuestion  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
-REPORT_STEM = "aurora_water_report_2025"
 REPORT_FILE = f"{REPORT_STEM}.pdf"
 SAMPLE_INDEX_NAME = "sample"
 
@@ -35,32 +35,6 @@ ACCENT = (0.10, 0.36, 0.62)
 GREY = (0.45, 0.47, 0.50)
 
 
-@dataclass(frozen=True)
-class ExampleQuestion:
-    question: str
-    answer: str
-    page_id: str  # the gold page, in the reference naming {stem}_{page}
-
-
-EXAMPLE_QUESTIONS: tuple[ExampleQuestion, ...] = (
-    ExampleQuestion(
-        "When did the Kestrel Ridge treatment plant open?", "12 September 2025", f"{REPORT_STEM}_1"
-    ),
-    ExampleQuestion(
-        "How much water was delivered to the Hillcrest district in 2025?",
-        "3,340 million litres",
-        f"{REPORT_STEM}_2",
-    ),
-    ExampleQuestion(
-        "Which capital project had the largest spending in 2025, and how much was it?",
-        "The Kestrel Ridge plant, EUR 42.7 million",
-        f"{REPORT_STEM}_3",
-    ),
-    ExampleQuestion(
-        "What water tariff did the board approve for 2026?", "EUR 2.15 per cubic metre", f"{REPORT_STEM}_4"
-    ),
-    ExampleQuestion("水务局的管网漏损率降到了多少？", "9.8%", f"{REPORT_STEM}_1"),
-)
 
 
 def _text(page: pymupdf.Page, x: float, y: float, text: str, size: float = 11, bold=False, color=INK) -> None:
