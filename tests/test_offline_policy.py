@@ -16,6 +16,7 @@ from agent.policies.offline_charts import bar_ends, label_column, swatch_color
 from agent.policies.offline_layout import relation, spans_of
 from agent.policies.offline_question import analyse_question, answer_kind_of, page_match, terms_of
 from agent.policies.offline_rules import answer_on_crop, best_answer, choose_region, rank_candidates
+from agent.policies.offline_sentences import blocks_of, sentence_phrases
 from agent.prompts import FINAL_TURN_NUDGE, render_prompt
 from agent.search import LocalSearcher
 from search_engine.types import TextBox
@@ -46,6 +47,11 @@ def inside(inner, outer, slack: float = 0.0) -> bool:
     ("What is the top aspirational destination among Japanese travellers?", "text"),
     ("What is Japan's uncertainty avoidance score?", "value"),
     ("Where does Japan rank among Indian travellers' destinations?", "number"),
+    ("What is Kyoto's rank among domestic destinations?", "number"),
+    ("Which destination ranks 3rd?", "text"),
+    ("What are the key barriers to mobile bookings?", "text"),
+    ("What is the credit card penetration in Singapore?", "value"),
+    ("Between which years did tourism grow five times?", "year"),
     ("阿里云的VPC是哪一年诞生的？", "year"),
     ("增强型NAT网关有什么特点？", "text"),
     ("数据中心有多少个？", "number"),
@@ -211,6 +217,53 @@ def test_ranking_is_deterministic():
     q = analyse_question("How many outbound trips did Japan make in 2014?")
     first = [(c.span.text, round(c.score, 9)) for c in rank_candidates(TABLE, q, SIZE)]
     assert first == [(c.span.text, round(c.score, 9)) for c in rank_candidates(list(TABLE), q, SIZE)]
+
+
+# --- prose ----------------------------------------------------------------------------------------
+
+PROSE = [
+    tb("Okinawa (#7), Kyoto (#12) and", 400, 300, 640, 318), tb("Hokkaido (#18) are the 3 top", 410, 320, 630, 338),
+    tb("domestic aspirations destinations", 400, 340, 640, 358),
+    tb("Declining and ageing population,", 400, 365, 640, 383), tb("stagnant economy, natural disasters", 395, 385, 645, 403),
+    tb("abroad are the main cited reasons for", 390, 405, 650, 423), tb("low motivation for outbound travel", 400, 425, 640, 443),
+    # a table column of one-word cells stacks the same way, but is not prose
+    tb("Japan", 50, 300, 100, 318), tb("India", 50, 320, 100, 338), tb("China", 50, 340, 100, 358),
+]
+
+
+def test_blocks_join_wrapped_lines_into_sentences_and_leave_table_columns_out():
+    blocks = blocks_of(PROSE, SIZE)
+    assert [len(b.lines) for b in blocks] == [7]
+    # a capital after a finished line starts a new sentence even without a full stop
+    assert "destinations\nDeclining" in blocks[0].text
+    assert "Kyoto (#12) and Hokkaido" in blocks[0].text
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("Which three places are the top domestic aspirational destinations?", "Okinawa, Kyoto and Hokkaido"),
+    ("What are the main cited reasons for low motivation for outbound travel?",
+     "Declining and ageing population, stagnant economy, natural disasters abroad"),
+])
+def test_prose_answers_are_the_words_beside_the_question_s_words(question, answer):
+    assert best_answer(PROSE, analyse_question(question), SIZE).span.text == answer
+
+
+def test_a_number_in_a_sentence_is_the_one_beside_its_term():
+    assert best_answer(PROSE, analyse_question("What is Kyoto's rank among domestic aspiration destinations?"), SIZE).span.text == "12"
+
+
+def test_headings_are_not_prose():
+    boxes = [tb("Proportion of travellers over 65 years of age", 100, 100, 500, 120),
+             tb("Japan", 50, 150, 100, 170), tb("Korea", 50, 180, 100, 200)]
+    assert sentence_phrases(boxes, analyse_question("Which country has the most travellers over 65?"), SIZE) == []
+
+
+def test_chinese_reason_clause_beside_the_clause_the_question_restates():
+    # the bold label above is in a larger font, so it is not part of the paragraph
+    boxes = [tb("VPC支持IPv6", 480, 428, 600, 452), tb("随着IPv4地址耗尽，VPC开", 460, 458, 620, 474),
+             tb("始支持IPv6地址", 490, 476, 590, 492)]
+    phrases = sentence_phrases(boxes, analyse_question("VPC为什么开始支持IPv6地址？"), SIZE)
+    assert "随着IPv4地址耗尽" in [p.text for p in phrases]
 
 
 # --- bar charts measured in pixels ---------------------------------------------------------------

@@ -210,6 +210,8 @@ def title_lines(boxes: list[TextBox], size: tuple[int, int] | None = None) -> li
 
 def in_capitals(text: str) -> bool:
     """An English line in capital letters: a heading, not prose."""
+    if CJK.search(text):
+        return False  # Chinese lines carry Latin words in capitals ("VPC", "IPv6") as a matter of course
     letters = [c for c in text if c.isalpha() and c.isascii()]
     return len(letters) >= 4 and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
 

@@ -155,6 +155,8 @@ def _trim(tokens: list[re.Match], a: int, b: int) -> tuple[int, int]:
 def _clean(text: str) -> str:
     """Drop parenthesised notes ("Okinawa (#7), Kyoto (#12)" -> "Okinawa, Kyoto") and stray spaces."""
     cleaned = re.sub(r"\s*[(（][^()（）]{0,12}[)）]", "", text)
+    cleaned = re.sub(r"\s*[(（][^()（）]{0,12}$", "", cleaned)  # a note cut open by the trim: "Hokkaido (#18"
+    cleaned = re.sub(r"^[^()（）]{0,12}[)）]\s*", "", cleaned)
     cleaned = re.sub(r"\s+([,，])", r"\1", cleaned)
     return " ".join((cleaned if cleaned.strip() else text).split())
 
