@@ -159,7 +159,6 @@ def main() -> None:
         print(json.dumps(measure_open(args.measure_open)))
         return
 
-    from search_engine.config import IndexConfig
     from search_engine.embedders import load_embedder
     from search_engine.index import DocumentIndex
 

@@ -114,31 +114,12 @@ def scripted_trajectory(data: Path, question: str, script: list, gold: dict | No
 @contextlib.contextmanager
 def search_server(index_folder: Path):
     """Our search server (search_engine/server.py) over `index_folder` on a free 127.0.0.1 port."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from search_engine.index import DocumentIndex
-    from search_engine.server import create_app, uvicorn_config
+    from search_engine.server import create_app
+    from served import serving
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(create_app(DocumentIndex.open(index_folder)), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the search server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(create_app(DocumentIndex.open(index_folder))) as url:
+        yield url
 
 
 CHROMIUM = "/usr/bin/chromium"

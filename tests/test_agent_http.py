@@ -6,22 +6,20 @@ from __future__ import annotations
 import base64
 import io
 import math
-import threading
-import time
 
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
 from agent.loop import AgentConfig, new_trajectory, run_episode
 from agent.policies import make_policy
 from agent.prompts import FINAL_TURN_NUDGE, render_prompt
 from agent.search import HttpSearcher, LocalSearcher
-from agent.trajectory import Trajectory, TrajectoryStore, image_bytes
+from agent.trajectory import TrajectoryStore, image_bytes
 from agent_index import open_tiny_index
 from fake_openai_server import CONTEXT_ERROR, FakeOpenAIServer, Fail, Slow, closed_port_url, decode_images
-from search_engine.server import create_app, uvicorn_config
+from search_engine.server import create_app
+from served import serving
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 QUESTION = "What was the revenue in 2023?"
@@ -36,18 +34,8 @@ def index():
 @pytest.fixture(scope="module")
 def search_server(index):
     """Our real search server (search_engine/server.py) on a free port."""
-    config = uvicorn_config(create_app(index), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(index)) as url:
+        yield url
 
 
 # --- the reference client's image handling, written out again independently -----------------

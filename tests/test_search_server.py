@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,13 +15,13 @@ import httpx
 import pymupdf
 import pytest
 import requests
-import uvicorn
 from PIL import Image
 
 from search_engine.index import DocumentIndex
 from search_engine.query import MAX_QUERY_CHARS, MAX_TOP_K
 from search_engine.sample_corpus import REPORT_STEM, write_sample_corpus
 from search_engine.server import MAX_QUERIES, create_app, uvicorn_config
+from served import serving
 
 FILLER_TOPICS = [
     "Beekeeping: a hive of 40,000 bees makes about 25 kg of honey each summer.",
@@ -65,31 +61,9 @@ def index(tmp_path_factory) -> DocumentIndex:
     return index
 
 
-@contextmanager
-def running(app):
-    """uvicorn in a thread on a socket we bound first (port 0: no race for a free port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def base_url(index):
-    with running(create_app(index)) as url:
+    with serving(create_app(index)) as url:
         yield url
 
 
