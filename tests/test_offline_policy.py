@@ -197,6 +197,16 @@ def test_who_questions_prefer_a_name_and_website_questions_a_domain():
     assert best_answer(boxes, analyse_question("Which website helps travellers share travel experiences?"), SIZE).span.text == "117go.com"
 
 
+def test_a_question_for_three_items_lists_the_labels_stacked_in_a_column():
+    boxes = [tb("Supply", 600, 100, 680, 125), tb("Inventory fulfillment", 520, 140, 700, 160),
+             tb("and optimization", 550, 162, 700, 182),
+             tb("Merchants", 606, 200, 688, 222), tb("Agencies", 616, 245, 688, 267), tb("Partners", 620, 290, 688, 312),
+             tb("Strategy and Operations", 300, 140, 480, 160)]
+    q = analyse_question("On the supply side, which three groups sit under inventory fulfillment and optimization?")
+    assert q.count == 3 and "3" not in q.terms  # a count of items, not a number to look for
+    assert best_answer(boxes, q, SIZE).span.text == "Merchants, Agencies, Partners"
+
+
 def test_no_candidate_of_the_asked_kind_gives_none():
     boxes = [tb("Japan", 50, 150, 110, 170), tb("Outbound travel", 50, 50, 300, 80)]
     assert best_answer(boxes, analyse_question("In which year did Japan's outbound travel peak?"), SIZE) is None

@@ -94,6 +94,7 @@ class Question:
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # term -> other spellings on pages
     cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面",
     # "发布" in "发布了什么")
+    count: int = 0  # how many items the question asks for ("which three groups", "两个关键词"), 0 if not said
     cloze_last: bool = False  # the question ends with its question word ("...发布了什么？"): the answer may precede
 
 
@@ -123,6 +124,8 @@ def terms_of(text: str) -> list[str]:
 
 
 _ZH_DIGITS = {c: str(i) for i, c in enumerate("一二三四五六七八九十", start=1)}
+_COUNT_EN = re.compile(r"\b(two|three|four|five|six)\s+(?!times\b|years?\b|percent\b)[a-z-]+s\b", re.IGNORECASE)
+_COUNT_ZH = re.compile(r"([两二三四五六])[个项类种点大]")
 
 
 def _rank_words(question: str) -> str:
@@ -169,6 +172,11 @@ def analyse_question(question: str) -> Question:
     text = " ".join(question.split())
     language = "zh" if CJK.search(text) else "en"
     stripped = _ZH_QUESTION.sub(" ", text) if language == "zh" else text
+    count = 0
+    m = _COUNT_EN.search(text) or _COUNT_ZH.search(text)
+    if m:  # "which three groups": a number of items to list, not a number to find on the page
+        count = int(_NUMBER_WORDS.get(m.group(1).lower(), _ZH_DIGITS.get(m.group(1), "2" if m.group(1) == "两" else "0")))
+        stripped = stripped.replace(m.group(0), m.group(0)[len(m.group(1)):], 1)
     terms: dict[str, float] = {}
     for term in terms_of(_rank_words(stripped)):
         if term in QUESTION_WORDS:
@@ -201,7 +209,7 @@ def analyse_question(question: str) -> Question:
         wants_source=bool(re.search(r"\b(what|which) (is|are|was|were) the sources?\b|\bsources? of (the )?(data|information|"
                                     r"figures?|numbers?|chart|table|statistics)\b|\bcomes? from\b|数据来源|来源是|出处", lowered)),
         wants_email=bool(re.search(r"\be-?mail\b|邮箱|电子邮件", lowered)),
-        aliases=aliases, cloze=cloze, cloze_last=cloze_last,
+        aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count,
     )
 
 

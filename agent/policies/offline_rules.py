@@ -396,7 +396,40 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
         if found is not None:
             return found
     ranked = rank_candidates(boxes, question, size)
-    return ranked[0] if ranked else None
+    if not ranked:
+        return None
+    return _as_list(ranked[0], boxes, question, size) if question.count >= 2 else ranked[0]
+
+
+def _as_list(cand: Candidate, boxes: list[TextBox], question: Question, size: tuple[int, int]) -> Candidate:
+    """For "which three groups ...": the chosen label and the labels stacked with it in its column
+    (same font size, aligned left, right or centre, no question words), as one answer."""
+    if cand.span.kind != "text" or any(s.how == "same sentence" for s in cand.support):
+        return cand
+    if len(re.split(r"[,，、/]| and ", cand.span.text)) >= question.count:
+        return cand  # the line already lists enough items ("智能、成本")
+    me = boxes[cand.span.line].box
+    h = me[3] - me[1]
+    tol = 0.02 * size[0]
+    near = []
+    for j, b in enumerate(boxes):
+        bh = b.box[3] - b.box[1]
+        if j == cand.span.line or bh <= 0 or max(h, bh) / min(h, bh) > 1.25 or matched_terms(terms_of(b.text), question):
+            continue
+        aligned = (abs(b.box[0] - me[0]) < tol or abs(b.box[2] - me[2]) < tol
+                   or abs((b.box[0] + b.box[2]) - (me[0] + me[2])) / 2 < tol)
+        gap = abs((b.box[1] + b.box[3]) - (me[1] + me[3])) / 2
+        if aligned and gap <= 3 * h * (question.count - 1) and sum(c.isalpha() for c in b.text) >= 2:
+            near.append((gap, j))
+    if len(near) < question.count - 1:
+        return cand
+    lines = sorted([cand.span.line] + [j for _, j in sorted(near)[: question.count - 1]], key=lambda j: boxes[j].box[1])
+    sep = "、" if question.language == "zh" else ", "
+    text = sep.join(LEADING_MARK.sub("", boxes[j].text).strip() for j in lines)
+    xs = [boxes[j].box for j in lines]
+    extent = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+    note = f"with the {question.count - 1} labels stacked with it"
+    return Candidate(Span(text, "text", extent, cand.span.line), cand.score, cand.support, note, extent)
 
 
 def _same_reading(a: str, b: str) -> bool:

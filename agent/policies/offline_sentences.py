@@ -140,11 +140,11 @@ def _sentences(tokens: list[re.Match]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans if b > a]
 
 
-def _trim(tokens: list[re.Match], a: int, b: int) -> tuple[int, int]:
-    """Drop edge words and punctuation from tokens[a:b]."""
+def _trim(tokens: list[re.Match], a: int, b: int, extra: frozenset = frozenset()) -> tuple[int, int]:
+    """Drop edge words (and `extra` ones) and punctuation from tokens[a:b]."""
     def edge(t: re.Match) -> bool:
         w = t.group().lower()
-        return w in _EDGE_WORDS or not any(c.isalnum() for c in w)
+        return w in _EDGE_WORDS or w in extra or not any(c.isalnum() for c in w)
     while a < b and edge(tokens[a]):
         a += 1
     while b > a and edge(tokens[b - 1]):
@@ -193,7 +193,8 @@ def sentence_phrases(boxes: list[TextBox], question: Question, size: tuple[int, 
                     if marks[k]:
                         dist = (r0 - k) if k < r0 else (k - r1 + 1)
                         context[marks[k]] = max(context.get(marks[k], 0.0), decay ** (dist - 1))
-                s0, s1 = _trim(tokens, r0, r1)
+                # "the 3 top" for "which three places": the count the question gives is not part of the answer
+                s0, s1 = _trim(tokens, r0, r1, frozenset({str(question.count)}) if question.count else frozenset())
                 if s1 <= s0:
                     continue
                 start, end = tokens[s0].start(), tokens[s1 - 1].end()
