@@ -224,8 +224,9 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 score *= 0.3  # a slide title is the topic, rarely the answer
             span_terms = content_terms(span.text)
             echoed = matched_terms(span_terms, question)
-            # an answer that repeats the question's own words is rarely the answer; nor is a long sentence
-            score *= 1.0 - 0.8 * len(echoed) / max(1, len(span_terms))
+            # an answer made mostly of the question's own words is rarely the answer (one sharing a word can be:
+            # "经典网络" for "网络形态是什么"); nor is a long sentence
+            score *= 1.0 - 0.8 * max(0.0, len(echoed) / max(1, len(span_terms)) - 0.25) / 0.75
             score /= 1.0 + 0.3 * max(0, word_count(span.text) - 5)
             if question.wants_name:
                 score *= 1.5 if looks_like_name(span.text) else 0.6
