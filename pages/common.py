@@ -177,7 +177,9 @@ def searcher(index_folder: Path):
 
 # --- messages ------------------------------------------------------------------------------------
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+# ":" too: it stops GFM auto-linking "http://..." (which would show the escapes inside the link)
+# and Streamlit's ":emoji:" / ":color[...]" shortcodes.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
 def md_escape(text: str) -> str:

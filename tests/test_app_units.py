@@ -126,5 +126,10 @@ def test_md_escape_leaves_no_markup_character_unescaped(text):
         if escaped[i] == "\\":
             i += 2
             continue
-        assert escaped[i] not in "*_`[]()<>#-.|$~!>", (escaped, i)
+        assert escaped[i] not in "*_`[]()<>#-.|$~!>:", (escaped, i)
         i += 1
+
+
+def test_md_escape_stops_url_auto_linking():
+    # GFM auto-links "http://..."; the link text then showed the escapes ("127\\.0\\.0\\.1").
+    assert md_escape("cannot reach http://127.0.0.1:8001/v1") == r"cannot reach http\://127\.0\.0\.1\:8001/v1"
