@@ -73,6 +73,8 @@ _NUMBER_ZH = re.compile(r"多少|几")
 _MAX_EN = re.compile(r"\b(highest|largest|biggest|greatest|most|maximum|best)\b")
 _MIN_EN = re.compile(r"\b(lowest|smallest|least|fewest|minimum|worst)\b")
 _MAX_ZH = re.compile(r"最高|最大|最多")
+SUPERLATIVE = re.compile(r"\b(highest|largest|biggest|greatest|most|maximum|best|lowest|smallest|least|fewest|minimum|"
+                         r"worst|top)\b|最")
 _MIN_ZH = re.compile(r"最低|最小|最少")
 
 
@@ -155,7 +157,12 @@ def answer_kind_of(question: str) -> str:
         return "percent"
     if _NUMBER_EN.search(q) or _NUMBER_ZH.search(q):
         return "number"
-    # "what is the penetration / score / share of Y" asks for a figure; "what are the barriers" for words
+    # "what is the penetration / score of Y" asks for a figure; "what are the barriers", "what is the
+    # growth engine" for words: the head noun decides (the last word before a preposition)
+    m = re.search(r"\bwhat (is|are|was|were|will be)( the)? ([^?]*?)(\s(of|for|in|among|by|on|at|to|from|between|"
+                  r"across|with|that|does|do|did)\b|\?|$)", q)
+    if m and m.group(3).split():
+        return "value" if _MEASURE.fullmatch(m.group(3).split()[-1]) else "text"
     return "value" if re.search(r"\bwhat\b", q) and _MEASURE.search(q) else "text"
 
 
@@ -207,7 +214,8 @@ def analyse_question(question: str) -> Question:
         wants_name=bool(re.match(r"\s*(who|whom|whose)\b", lowered) or "谁" in text),
         wants_website=bool(re.search(r"\b(website|site|url|domain|web address)\b|网站|网址", lowered)),
         wants_source=bool(re.search(r"\b(what|which) (is|are|was|were) the sources?\b|\bsources? of (the )?(data|information|"
-                                    r"figures?|numbers?|chart|table|statistics)\b|\bcomes? from\b|数据来源|来源是|出处", lowered)),
+                                    r"figures?|numbers?|chart|table|statistics)\b|\b(data|figures?|numbers?|information|"
+                                    r"statistics)\b.*\bcomes? from\b|数据来源|来源是|出处", lowered)),
         wants_email=bool(re.search(r"\be-?mail\b|邮箱|电子邮件", lowered)),
         aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count,
     )
@@ -223,10 +231,10 @@ def fuzzy_equal(a: str, b: str) -> bool:
     if not (a.isascii() and b.isascii() and a.isalpha() and b.isalpha()):
         return False
     short, long_ = sorted((a, b), key=len)
-    if len(short) >= 5 and long_.startswith(short):
-        return True
+    if len(short) >= 5 and long_.startswith(short) and len(long_) - len(short) <= 2:
+        return True  # "aspiration" ~ "aspirational" (not "travel" ~ "traveller")
     common = len(os.path.commonprefix([a, b]))
-    if common >= 6 and common >= 0.8 * len(short):  # "individualism" ~ "individualistic"
+    if len(short) >= 8 and common >= 0.8 * len(short):  # "individualism" ~ "individualistic"
         return True
     if len(short) >= 6 and len(long_) - len(short) <= 1:
         return _edit_distance_at_most_one(short, long_)

@@ -32,7 +32,7 @@ from agent.policies.offline_layout import (
     title_lines, word_count,
 )
 from agent.policies.offline_sentences import blocks_of, phrase_box, sentence_phrases
-from agent.policies.offline_question import NUMBER_KINDS, CJK, Question, fuzzy_equal, matched_terms, terms_of
+from agent.policies.offline_question import NUMBER_KINDS, SUPERLATIVE, CJK, Question, fuzzy_equal, matched_terms, terms_of
 from search_engine.types import TextBox
 
 # --- ranking -----------------------------------------------------------------------------------
@@ -257,6 +257,8 @@ def _sentence_candidates(boxes: list[TextBox], question: Question, size: tuple[i
             continue  # the sentence must restate most of the question
         score = 1.3 * math.sqrt(ph.context) * (0.5 + ph.coverage) / (1.0 + 0.1 * max(0.0, word_count(ph.text) - 8))
         score *= _format_fit(ph.text, question)
+        if ph.block.heading:
+            score *= 0.6  # a slide title's claim answers only when nothing on the slide's body does
         line = ph.block.lines[0]
         support = (Support("sentence", line, ph.block.text, ph.block.box, min(1.0, ph.context), "same sentence"),)
         span = Span(ph.text, "text", phrase_box(ph, boxes), line)
@@ -379,6 +381,12 @@ def _chart_candidate(boxes: list[TextBox], question: Question, size: tuple[int, 
     return Candidate(Span(label.text.strip(), "text", label.box, pick.label), 1.0, support, note, extent)
 
 
+def _same_superlative(question: str, sentence: str) -> bool:
+    """The sentence uses the question's own superlative ("most" for "the most"): it states the answer."""
+    asked = {m.group() for m in SUPERLATIVE.finditer(question.lower())}
+    return bool(asked & {m.group() for m in SUPERLATIVE.finditer(sentence.lower())})
+
+
 def _distance(a: Box, b: Box) -> float:
     dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
     dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
@@ -388,11 +396,13 @@ def _distance(a: Box, b: Box) -> float:
 def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
                 pixels: np.ndarray | None = None) -> Candidate | None:
     """The best answer on one image. `pixels` (the image as an RGB array) lets bar charts be measured."""
-    if question.extreme and question.answer_kind == "text":
+    # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
+    # better than comparing numbers or bars would
+    if (question.extreme and question.answer_kind == "text"
+            and not any(ph.coverage >= 0.6 and _same_superlative(question.text, ph.block.text)
+                        for ph in sentence_phrases(boxes, question, size))):
         found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
-        # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
-        # better than comparing numbers would
-        if found is None and not any(ph.coverage >= 0.6 for ph in sentence_phrases(boxes, question, size)):
+        if found is None:
             found = _extreme_candidate(boxes, question, size)
         if found is not None:
             return found

@@ -22,9 +22,10 @@ from search_engine.types import TextBox
 # Words trimmed from the edges of an answer ("China is the largest" -> "China"); they never end a run.
 _EDGE_WORDS = STOPWORDS | QUESTION_WORDS | {"such", "as", "be", "been", "being", "has", "have", "had", "on", "into", "onto", "than", "its",
                             "their", "these", "those", "there", "they", "also", "only", "both", "all", "very", "more",
-                            "most", "about", "per", "while", "whereas", "but", "so", "including", "like", "e.g"}
-_SENTENCE_END = set(".;!?。；！？\n")  # "\n" marks where one paragraph's sentence ended at a line break
-_TOKEN = re.compile(r"[A-Za-z0-9$%#@&+'’./-]*[A-Za-z0-9%$#]|[\u3400-\u9fff]|[,;:.!?，。；：、()（）\"“”\n]")
+                            "most", "about", "per", "while", "whereas", "but", "so", "including", "like", "e.g", "via", "however", "still"}
+_SENTENCE_END = set(".!?。！？\n")  # "\n" marks where one paragraph's sentence ended at a line break
+_TOKEN = re.compile(r"[A-Za-z0-9$%#@&+'’./-]*[A-Za-z0-9%$#]|[\u3400-\u9fff]|[,;:.!?，。；：、()（）\"“”\n]|(?<=\s)[-–—](?=\s)")
+_COPULAS = {"is", "are", "was", "were", "will", "would", "should", "becomes", "become", "remains", "remain"}
 # A sentence has a verb; a heading ("Proportion of travellers over 65 years of age") does not.
 _VERBS = {"is", "are", "was", "were", "be", "been", "has", "have", "had", "will", "would", "can", "could", "may",
           "make", "makes", "made", "account", "accounts", "constitute", "constitutes", "grow", "grows", "grew",
@@ -42,11 +43,12 @@ class Block:
     text: str
     box: Box
     starts: tuple[int, ...]  # where each line's text starts in `text`
+    heading: bool = False  # a slide title: on these slides, often a whole claim ("X WILL BE THE KEY DIFFERENTIATOR")
 
 
 def _joinable(upper: TextBox, lower: TextBox) -> bool:
     h1, h2 = upper.box[3] - upper.box[1], lower.box[3] - lower.box[1]
-    if min(h1, h2) <= 0 or max(h1, h2) / min(h1, h2) > 1.3:
+    if min(h1, h2) <= 0 or max(h1, h2) / min(h1, h2) > 1.2:
         return False
     gap = lower.box[1] - upper.box[3]
     if not -0.3 * h1 <= gap <= 0.8 * h1:
@@ -68,16 +70,17 @@ def _join(a: str, b: str) -> str:
 
 def blocks_of(boxes: list[TextBox], size: tuple[int, int] | None = None) -> list[Block]:
     """Paragraphs of prose: lines stacked closely at the same size, with some words per line.
-    (A table's column of one-word cells also stacks, but is not prose and is left out.)"""
-    # titles and headings are left out: their words say what the slide is about, they are not answers
+    (A table's column of one-word cells also stacks, but is not prose and is left out.)
+    Headings (slide titles, lines in capitals) form their own blocks, never mixed with body text."""
     titles = title_lines(boxes, size)
-    order = sorted((i for i in range(len(boxes)) if not (titles[i] or in_capitals(boxes[i].text))),
-                   key=lambda i: (boxes[i].box[1], boxes[i].box[0]))
+    heading = [titles[i] or in_capitals(b.text) for i, b in enumerate(boxes)]
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].box[1], boxes[i].box[0]))
     groups: list[list[int]] = []
     for i in order:
         home = None
         for g in groups:
-            if _joinable(boxes[g[-1]], boxes[i]) and (home is None or boxes[g[-1]].box[3] > boxes[home[-1]].box[3]):
+            if (heading[g[-1]] == heading[i] and _joinable(boxes[g[-1]], boxes[i])
+                    and (home is None or boxes[g[-1]].box[3] > boxes[home[-1]].box[3])):
                 home = g
         if home is None:
             groups.append([i])
@@ -90,11 +93,11 @@ def blocks_of(boxes: list[TextBox], size: tuple[int, int] | None = None) -> list
             text = _join(text, boxes[i].text.strip()) if text else boxes[i].text.strip()
             starts.append(len(text) - len(boxes[i].text.strip()))
         words = len(re.findall(r"[A-Za-z0-9]+", text)) + len(CJK.findall(text)) / 2
-        if words < 5 or words / len(g) < 4:
+        if words < 5 or words / len(g) < (2.5 if heading[g[0]] else 4):
             continue  # too few words per line: a table column or a list of labels, not prose
         xs = [boxes[i].box for i in g]
         box = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
-        blocks.append(Block(tuple(g), text, box, tuple(starts)))
+        blocks.append(Block(tuple(g), text, box, tuple(starts), heading[g[0]]))
     return blocks
 
 
@@ -133,6 +136,8 @@ def _marks(block: Block, question: Question, tokens: list[re.Match]) -> list[str
 def _sentences(tokens: list[re.Match]) -> list[tuple[int, int]]:
     spans, start = [], 0
     for k, t in enumerate(tokens):
+        if t.group() == "." and k > 0 and len(tokens[k - 1].group()) < 3:
+            continue  # an abbreviation: "S. Korea", "Mn."
         if t.group() in _SENTENCE_END:
             spans.append((start, k))
             start = k + 1
@@ -174,8 +179,8 @@ def sentence_phrases(boxes: list[TextBox], question: Question, size: tuple[int, 
             present = {m for m in marks[a:b] if m}
             if not present:
                 continue
-            if question.language == "en" and not any(t.group().lower() in _VERBS for t in tokens[a:b]):
-                continue  # a heading, not a sentence
+            if question.language == "en" and not block.heading and not any(t.group().lower() in _VERBS for t in tokens[a:b]):
+                continue  # a caption ("Proportion of travellers over 65"), not a sentence (titles state claims)
             coverage = sum(question.terms[m] for m in present) / total
             runs, k = [], a
             while k < b:  # maximal runs of unmarked tokens
@@ -200,26 +205,57 @@ def sentence_phrases(boxes: list[TextBox], question: Question, size: tuple[int, 
                 start, end = tokens[s0].start(), tokens[s1 - 1].end()
                 weight = sum(question.terms[t] * v for t, v in context.items())
                 phrases.append(Phrase(_clean(block.text[start:end]), block, start, end, weight, coverage))
-            if question.language == "zh":
-                phrases += _clauses(block, tokens, marks, a, b, question, coverage)
+            phrases += _clauses(block, tokens, marks, a, b, question, coverage)
     return phrases
+
+
+def _share(tokens: list[re.Match], marks: list[str | None], a: int, b: int) -> float:
+    """Share of the content tokens in tokens[a:b] that belong to the question."""
+    content = [k for k in range(a, b) if any(c.isalnum() for c in tokens[k].group())
+               and tokens[k].group().lower() not in _EDGE_WORDS]
+    return sum(1 for k in content if marks[k]) / len(content) if content else 0.0
 
 
 def _clauses(block: Block, tokens: list[re.Match], marks: list[str | None], a: int, b: int,
              question: Question, coverage: float) -> list[Phrase]:
-    """Chinese: a clause with few question characters beside a clause made mostly of them."""
-    cuts = [a] + [k + 1 for k in range(a, b) if tokens[k].group() in "，,：:"] + [b + 1]
+    """A clause with few question words beside a clause made mostly of them ("随着IPv4地址耗尽，VPC开始
+    支持IPv6地址"; "FEMALE TRAVELLERS, WILL EMERGE AS A BIG SEGMENT"), and the two sides of a clause's
+    "is/are/will be" ("DOMESTIC TRAVEL IS THE SHORT-TERM GROWTH ENGINE" for "what is the short-term
+    growth engine")."""
+    # English lists run across commas ("Hong Kong, Macau and Korea"): there, semicolons, dashes before a
+    # word ("JAPAN - SOLO ...", not "TIER - 2") and commas before "while/but/however" cut clauses
+    def cut(k: int) -> bool:
+        w, nxt = tokens[k].group(), tokens[k + 1].group().lower() if k + 1 < b else ""
+        if question.language == "zh":
+            return w in "，,：:;；"
+        return (w in ";；" or (w in "-–—" and nxt[:1].isalpha())
+                or (w in ",，" and nxt in ("while", "whereas", "but", "however", "although", "though")))
+    cuts = [a] + [k + 1 for k in range(a, b) if cut(k)] + [b + 1]
     clauses = [(cuts[n], cuts[n + 1] - 1) for n in range(len(cuts) - 1) if cuts[n + 1] - 1 > cuts[n]]
-    share = [sum(1 for k in range(c0, c1) if marks[k]) / max(1, c1 - c0) for c0, c1 in clauses]
-    out = []
+    share = [_share(tokens, marks, c0, c1) for c0, c1 in clauses]
+    weight = sum(question.terms[m] for m in {marks[k] for k in range(a, b) if marks[k]})
+    pieces = []  # (token range, how much of the question sits beside it)
     for n, (c0, c1) in enumerate(clauses):
         neighbours = [share[m] for m in (n - 1, n + 1) if 0 <= m < len(clauses)]
-        if share[n] < 0.5 and neighbours and max(neighbours) >= 0.5:
-            s0, s1 = _trim(tokens, c0, c1)
-            if s1 > s0:
-                start, end = tokens[s0].start(), tokens[s1 - 1].end()
-                weight = sum(question.terms[m] for m in {marks[k] for k in range(a, b) if marks[k]})
-                out.append(Phrase(_clean(block.text[start:end]), block, start, end, weight * max(neighbours), coverage))
+        if share[n] < 0.6 and neighbours and max(neighbours) >= 0.5:
+            pieces.append((c0, c1, max(neighbours)))
+        copula = next((k for k in range(c0, c1) if tokens[k].group().lower() in _COPULAS), None)
+        if copula is not None and question.language == "en":
+            rest = copula + 1 + (copula + 1 < c1 and tokens[copula + 1].group().lower() == "be")
+            left, right = _share(tokens, marks, c0, copula), _share(tokens, marks, rest, c1)
+            if right >= 0.5 and left < 0.6:
+                pieces.append((c0, copula, right))
+            if left >= 0.5 and right < 0.6:
+                pieces.append((rest, c1, left))
+    out = []
+    for c0, c1, beside in pieces:
+        while c0 < c1 and (marks[c0] or tokens[c0].group().lower() in _EDGE_WORDS
+                           or not any(ch.isalnum() for ch in tokens[c0].group())):
+            c0 += 1  # "Urban destinations, such as Hong Kong": what the question already says comes first
+        s0, s1 = _trim(tokens, c0, c1, frozenset({str(question.count)}) if question.count else frozenset())
+        if s1 > s0:
+            start, end = tokens[s0].start(), tokens[s1 - 1].end()
+            out.append(Phrase(_clean(block.text[start:end]), block, start, end, weight * beside, coverage))
     return out
 
 
