@@ -262,6 +262,27 @@ def test_a_number_in_a_sentence_is_the_one_beside_its_term():
     assert best_answer(PROSE, analyse_question("What is Kyoto's rank among domestic aspiration destinations?"), SIZE).span.text == "12"
 
 
+TITLE = [  # a slide title set as a claim in capitals, over a body in a smaller font
+    tb("INDIA - IN THE LONG-TERM OUTBOUND", 40, 10, 600, 40), tb("TRAVEL WILL FUEL THE GROWTH,", 40, 44, 560, 74),
+    tb("HOWEVER, DOMESTIC TRAVEL IS THE", 40, 78, 590, 108), tb("SHORT-TERM GROWTH ENGINE", 40, 112, 520, 142),
+    tb("Of the top 50 destinations, 21 are domestic", 40, 300, 400, 316),
+]
+
+
+def test_slide_titles_are_read_as_claims():
+    q = analyse_question("What is the short-term growth engine for India's travel market?")
+    assert q.answer_kind == "text"  # the head noun is "engine", not a measure
+    assert best_answer(TITLE, q, SIZE).span.text == "DOMESTIC TRAVEL"
+
+
+def test_abbreviations_do_not_end_a_sentence():
+    boxes = [tb("CHINA, S. KOREA, JAPAN, INDIA AND MALAYSIA", 40, 10, 700, 40),
+             tb("WILL POWER THE OUTBOUND TRAVEL MARKET", 40, 44, 660, 74), tb("IN APAC BY 2020", 40, 78, 300, 108),
+             tb("Outbound Trips (Mn.)", 40, 130, 200, 146)]
+    q = analyse_question("Which countries will power the outbound travel market in APAC by 2020?")
+    assert best_answer(boxes, q, SIZE).span.text == "CHINA, S. KOREA, JAPAN, INDIA AND MALAYSIA"
+
+
 def test_headings_are_not_prose():
     boxes = [tb("Proportion of travellers over 65 years of age", 100, 100, 500, 120),
              tb("Japan", 50, 150, 100, 170), tb("Korea", 50, 180, 100, 200)]

@@ -163,6 +163,11 @@ def answer_kind_of(question: str) -> str:
                   r"across|with|that|does|do|did)\b|\?|$)", q)
     if m and m.group(3).split():
         return "value" if _MEASURE.fullmatch(m.group(3).split()[-1]) else "text"
+    # "above what household income does ...": the words between "what" and the verb name the thing
+    m = re.search(r"\bwhat ((?:[\w$'-]+ ){0,3}?)(does|do|did|is|are|was|were|will|would|can|could|should|has|have)\b", q)
+    if m:
+        words = m.group(1).split()
+        return "value" if words and _MEASURE.fullmatch(words[-1]) else "text"
     return "value" if re.search(r"\bwhat\b", q) and _MEASURE.search(q) else "text"
 
 
