@@ -11,8 +11,10 @@ The idea, in three steps:
    lines that contain question terms and read together with it: on the same row (a table row
    label), in the same column (a table header, a bar's category label), or simply close by.
    `rank_candidates` adds that support up, term by term, so the cell at the crossing of the row
-   and the column the question names wins. Questions for an extreme ("which country has the
-   highest ...") compare a series of numbers, or measure bars in pixels (offline_charts.py).
+   and the column the question names wins. Prose (and slide titles, which on these decks state
+   claims) is read by offline_sentences.py: the words a sentence has beside the question's words.
+   Questions for an extreme ("which country has the highest ...") compare a series of numbers, or
+   measure bars in pixels (offline_charts.py).
 3. `choose_region` returns the best candidate together with the lines that support it; the policy
    crops that region and `answer_on_crop` runs step 2 again on the sharper crop.
 """
