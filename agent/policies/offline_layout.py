@@ -98,6 +98,14 @@ def _in_range(text: str, start: int, end: int) -> bool:
     return bool(re.search(r"\d\s?[-–~]$", before) or re.match(r"\s?[-–~]\d", after))
 
 
+# "Table 1", "Figure 2", "Page 3", "图 4": the number names a part of the document, never a value.
+ELEMENT_ORDINAL = re.compile(r"(?:\b(?:table|figure|fig\.?|chart|exhibit|page|slide|section|appendix)|[图表])\s*$", re.IGNORECASE)
+
+
+def _names_an_element(text: str, start: int) -> bool:
+    return bool(ELEMENT_ORDINAL.search(text[:start]))
+
+
 SOURCE = re.compile(r"^\s*(?:sources?|数据来源|来源|资料来源)\s*[:：]\s*", re.IGNORECASE)
 
 
@@ -113,7 +121,7 @@ def spans_of(boxes: list[TextBox]) -> list[Span]:
     for i, b in enumerate(boxes):
         text = b.text
         for m in _NUMBER.finditer(text):
-            if _in_range(text, m.start(), m.end()):
+            if _in_range(text, m.start(), m.end()) or _names_an_element(text, m.start()):
                 continue
             token = re.sub(r"\s", "", m.group())
             spans.append(Span(token, number_kind(token), _sub_box(b.box, text, m.start(), m.end()), i,
