@@ -108,6 +108,15 @@ def test_spans_cut_numbers_with_their_kinds_and_phrases_without_rank_marks():
     assert 180 < pct.box[0] < pct.box[2] <= 230  # the sub-box sits at the end of its line
 
 
+@pytest.mark.parametrize("line", ["Table 1. Water delivered by district", "see Figure 12 below", "Page 2", "图 3 网络架构"])
+def test_a_number_naming_a_table_figure_or_page_is_not_a_value(line):
+    assert [s.text for s in spans_of([tb(line, 0, 0, 300, 20)]) if s.kind != "text"] == []
+
+
+def test_numbers_beside_such_words_elsewhere_still_count():
+    assert [s.text for s in spans_of([tb("Stable 4 of 2014 pages", 0, 0, 300, 20)]) if s.kind != "text"] == ["4", "2014"]
+
+
 def test_relation_tells_rows_columns_and_nearness_apart():
     cell = (400, 150, 440, 170)
     assert relation(cell, (50, 150, 120, 170), SIZE)[1] == "row"
