@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import pymupdf  # noqa: E402
 from PIL import Image  # noqa: E402
+from proc_memory import rss_mb  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 WORDS = (
     "revenue margin customer supply network storage pipeline capacity region quarter annual growth cost "
@@ -134,14 +135,6 @@ def measure_open(folder: Path) -> dict:
     pages = len(index)
     return {"pages": pages, "open_and_first_search_s": round(seconds, 2), "rss_mb": round(used, 1),
             "rss_mb_per_100k_pages": round(used / pages * 100_000), "open_s_per_100k_pages": round(seconds / pages * 100_000)}
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def folder_bytes(folder: Path, pattern: str) -> int:

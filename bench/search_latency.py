@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from proc_memory import rss_mb  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,14 +37,6 @@ DIM = 384
 CANDIDATES = 100  # IndexConfig.candidates: what each retriever is asked for in a fused search
 VOCAB = 50_000
 PAGE_TOKENS = 120
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def percentiles(seconds: list[float], cpu_seconds: list[float] | None = None) -> dict:
