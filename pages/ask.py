@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages import common, status
 from pages.ask_run import POLICY_HELP, POLICY_LABELS, AskRun, start_run
-from pages.turn_view import TurnSource, header_row, render_turn
+from pages.turn_view import TurnSource, header_row, question_header, render_turn
 
 st.title("Ask")
 if not common.ensure_some_index():
@@ -74,12 +74,7 @@ if ask:
 if run is None:
     st.stop()
 traj = run.trajectory
-st.divider()
-st.subheader("Question")
-st.text(traj.question)
-st.caption(common.md_escape(f"{traj.policy.get('description', traj.policy.get('name', ''))} · saved as {traj.id}"))
-if traj.policy.get("name") == "offline":
-    st.warning("Offline policy: the thoughts below are written by rules, not by a model.", icon=":material/smart_toy:")
+question_header(traj, f"{traj.policy.get('description', traj.policy.get('name', ''))} · saved as {traj.id}")
 progress = st.empty()
 header_row()
 turns = st.container()

@@ -8,7 +8,7 @@ import streamlit as st
 from agent import report, trajectory_io
 from agent.trajectory import Trajectory, TrajectoryFormatError, TrajectoryStore
 from pages import attention_panel, common
-from pages.turn_view import TurnSource, header_row, render_turn, render_turn_compact
+from pages.turn_view import TurnSource, header_row, question_header, render_turn, render_turn_compact
 
 st.title("Trajectories")
 store = TrajectoryStore(common.trajectories_dir())
@@ -114,12 +114,7 @@ def _index_folder(t: Trajectory) -> Path | None:
     return active[1] if active else None
 
 
-st.divider()
-st.subheader("Question")
-st.text(traj.question)
-st.caption(common.md_escape(f"{traj.id} · {traj.created_at} · {traj.policy.get('description', traj.policy.get('name', ''))}"))
-if traj.policy.get("name") == "offline":
-    st.warning("Offline policy: no model was reasoning; the thoughts were written by rules.", icon=":material/smart_toy:")
+question_header(traj, f"{traj.id} · {traj.created_at} · {traj.policy.get('description', traj.policy.get('name', ''))}")
 if traj.error:
     st.error(common.md_escape(traj.error))
 if traj.answer is not None:

@@ -131,6 +131,16 @@ def relevance(index_folder: Path | None, page_id: str, query: str):
 # --- the row -----------------------------------------------------------------------------------
 
 
+def question_header(traj: Trajectory, caption: str) -> None:
+    """The question of a run, a caption under it, and (offline policy) a warning that no model reasoned."""
+    st.divider()
+    st.subheader("Question")
+    st.text(traj.question)
+    st.caption(common.md_escape(caption))
+    if traj.policy.get("name") == "offline":
+        st.warning("Offline policy: no model was reasoning; the thoughts are written by rules, not by a model.", icon=":material/smart_toy:")
+
+
 def header_row() -> None:
     for column, title in zip(st.columns(COLUMNS), HEADERS):
         column.caption(title)
