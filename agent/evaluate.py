@@ -100,6 +100,7 @@ class ExampleResult:
     correct: float  # the answer score: judge if given, else exact match
     first_search_recall_at_1: float
     first_search_recall_at_5: float
+    pages_shown: list[str]  # page ids shown to the model, in order
     turns: int
     invalid_turns: int
     finished: bool
@@ -133,6 +134,7 @@ def result_of(example: Example, trajectory: Trajectory, seconds: float, judge: L
         correct=scores["answer"],
         first_search_recall_at_1=recall_at(hits, example.gold_pages, 1),
         first_search_recall_at_5=recall_at(hits, example.gold_pages, 5),
+        pages_shown=trajectory.retrieved_pages,
         turns=len(trajectory.turns),
         invalid_turns=sum(t.action == "invalid" for t in trajectory.turns),
         finished=trajectory.finished,

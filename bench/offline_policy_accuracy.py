@@ -27,15 +27,14 @@ import logging
 import re
 import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.evaluate import load_dataset  # noqa: E402
-from agent.loop import AgentConfig, new_trajectory, run_episode  # noqa: E402
+from agent.evaluate import evaluate, load_dataset  # noqa: E402
+from agent.loop import AgentConfig  # noqa: E402
 from agent.rewards import anls, exact_match, normalize_answer  # noqa: E402
 
 CORPUS = (ROOT / ".." / "shared" / "corpus" / "vrag-demo").resolve()
@@ -86,16 +85,8 @@ def run(split: str, index_folder: Path, max_turns: int, out: Path | None, questi
     config = AgentConfig(max_turns=max_turns)
     store = TrajectoryStore(out) if out else None
     rows = []
-    for ex in examples:
-        traj = new_trajectory(ex.query, policy, config, gold={"answer": ex.reference_answer, "pages": ex.gold_pages, "uid": ex.uid})
-        started = time.perf_counter()
-        for _ in run_episode(traj, policy, searcher, config):
-            pass
-        seconds = time.perf_counter() - started
-        if store:
-            store.save(traj)
-        prediction = traj.answer if traj.finished else None
-        first_hits = next(([h["page_id"] for h in t.hits] for t in traj.turns if t.action == "search"), [])
+    for ex, result in zip(examples, evaluate(examples, policy, searcher, config, store)):
+        prediction = result.answer if result.finished else None
         row = {
             "uid": ex.uid,
             "language": ex.meta_info.get("language", "?"),
@@ -106,10 +97,10 @@ def run(split: str, index_folder: Path, max_turns: int, out: Path | None, questi
             "correct": answer_correct(prediction, ex.reference_answer),
             "exact_match": exact_match(prediction or "", ex.reference_answer),
             "anls": anls(prediction or "", ex.reference_answer),
-            "gold_page_first": bool(first_hits) and first_hits[0] in ex.gold_pages,
-            "pages_shown": traj.retrieved_pages,
-            "turns": len(traj.turns),
-            "seconds": round(seconds, 2),
+            "gold_page_first": result.first_search_recall_at_1 > 0,  # the first hit is a gold page
+            "pages_shown": result.pages_shown,
+            "turns": result.turns,
+            "seconds": round(result.seconds, 2),
         }
         rows.append(row)
         print(f"{'OK ' if row['correct'] else 'BAD'} {row['uid']} [{row['language']}/{row['type']}] {row['question']}\n"

@@ -95,7 +95,7 @@ def test_evaluate_saves_each_trajectory_and_summarises(tmp_path):
 def _result(seconds, correct=1.0, turns=2, invalid=0, finished=True, r1=1.0, r5=1.0, ndcg=1.0):
     return ExampleResult(uid="u", question="q", reference_answer="a", answer="a", trajectory_id="t",
                          scores={"ndcg": ndcg, "exact_match": correct, "anls": correct, "reward": 0.0, "answer": correct},
-                         correct=correct, first_search_recall_at_1=r1, first_search_recall_at_5=r5, turns=turns,
+                         correct=correct, first_search_recall_at_1=r1, first_search_recall_at_5=r5, pages_shown=["p1"], turns=turns,
                          invalid_turns=invalid, finished=finished, seconds=seconds)
 
 
