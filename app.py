@@ -16,9 +16,12 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `pages.common`, `agent`, `search_engine` import from the checkout
     sys.path.insert(0, str(ROOT))
 
+from agent.protocol import reuse_page_memory  # noqa: E402
 from pages.common import report_unexpected  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+reuse_page_memory()  # each search turn decodes a full-size page; reuse its memory (agent/protocol.py)
 
 st.set_page_config(page_title="VRAG Studio", page_icon=":material/manage_search:", layout="wide")
 

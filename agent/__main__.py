@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from agent.policies.base import PolicyError
+    from agent.protocol import reuse_page_memory
+
+    reuse_page_memory()  # each search turn decodes a full-size page; reuse its memory
 
     try:
         return args.func(args)

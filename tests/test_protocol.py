@@ -107,3 +107,32 @@ def test_crop_of_a_crop_gives_the_reference_pixels():
         assert ours.size == raw.size == view.raw_size
         assert np.array_equal(np.asarray(ours), np.asarray(raw))
         assert view.input_size == inp.size
+
+
+def test_reusing_page_memory_changes_no_byte():
+    """reuse_page_memory() only keeps freed Pillow blocks for reuse: every JPEG the model is sent
+    stays byte-identical to Pillow's default, including for images decoded into reused memory."""
+    rng = np.random.default_rng(0)
+    page = Image.fromarray(rng.integers(0, 256, (1500, 2667, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    page.save(buf, format="JPEG")
+
+    def jpegs() -> list[bytes]:
+        out = []
+        for _ in range(3):  # the second and third decode land in blocks freed by the first
+            image = Image.open(io.BytesIO(buf.getvalue()))
+            image.load()
+            out.append(prepare_image(image)[1])
+            out.append(prepare_image(image.crop((100, 200, 1900, 1300)))[1])
+        return out
+
+    Image.core.set_blocks_max(0)
+    default = jpegs()
+    try:
+        protocol.reuse_page_memory()
+        assert Image.core.get_blocks_max() == protocol.PAGE_MEMORY_BLOCKS
+        reused = jpegs()
+    finally:
+        Image.core.set_blocks_max(0)
+    assert reused == default
+    assert default[0] == default[2] == default[4]
