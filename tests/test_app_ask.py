@@ -78,7 +78,7 @@ def test_offline_run_draws_each_turn_and_is_saved(data_root):
     # the search results: thumbnails with rank, page id and score; the page shown to the model marked
     captions = [c for image in at.image for c in image.captions]
     first = traj.turns[0]
-    assert any(c.startswith(f"▶ shown · #") and first.shown_page_id in c for c in captions)
+    assert any(c.startswith("▶ shown · #") and first.shown_page_id in c for c in captions)
     assert any(re.match(r"#\d+ \S+ · \d\.\d{3}$", c) for c in captions) or len(first.hits) == 1
     # the page acted on with the crop box, the zoomed crop (axes in page pixels), and heatmaps
     specs = charts(at)

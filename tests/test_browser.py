@@ -64,7 +64,7 @@ def test_asks_with_the_offline_policy_and_draws_each_turn(server):
         assert set(saved["rewards"]) >= {"ndcg", "answer", "reward"}
         shown = turns[0]["shown_page_id"]
         # the search results: thumbnails (loaded images) with the page shown to the model marked
-        marked = page.get_by_text(f"▶ shown · #", exact=False).first
+        marked = page.get_by_text("▶ shown · #", exact=False).first
         marked.wait_for()
         assert shown in marked.inner_text()
         thumbnails = page.locator("[data-testid='stImage'] img")

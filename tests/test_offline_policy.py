@@ -41,7 +41,11 @@ def inside(inner, outer, slack: float = 0.0) -> bool:
     ("What is the CAGR of India's outbound trips?", "percent"),
     ("What share of households earn over US$10,000?", "percent"),
     ("In which year did VPC start supporting IPv6?", "year"),
-    ("When was the VPC launched?", "year"),
+    ("When was the VPC launched?", "date"),
+    ("On what date was the memo signed?", "date"),
+    ("水厂是什么时候投入使用的？", "date"),
+    ("What water tariff did the board approve for 2026?", "value"),
+    ("水务局的管网漏损率降到了多少？", "percent"),
     ("Which country has the highest CAGR?", "text"),
     ("Who is the author of the presentation?", "text"),
     ("What is the top aspirational destination among Japanese travellers?", "text"),
@@ -508,3 +512,124 @@ def test_a_two_turn_budget_answers_from_the_page_after_the_nudge(demo_index, dem
     assert [t.action for t in turns] == ["search", "answer"]
     assert traj.finished and traj.answer == "134"
     assert FINAL_TURN_NUDGE in turns[0].feedback
+
+
+# --- dates, amounts, changes, covers and column charts (the rules added for reports) ---------------
+
+
+def test_dates_currency_codes_units_and_numbers_touching_chinese_are_whole_spans():
+    def numbers(line: str) -> list[tuple[str, str]]:
+        return [(s.text, s.kind) for s in spans_of([tb(line, 0, 0, 600, 20)]) if s.kind != "text"]
+
+    assert ("12 September 2025", "date") in numbers("The plant opened on 12 September 2025;")
+    assert ("Sept. 3, 2014", "date") in numbers("launched Sept. 3, 2014 in Hangzhou")
+    assert ("2019年3月", "date") in numbers("2019年3月发布")
+    assert ("EUR 2.15 per cubic metre", "number") in numbers("a tariff of EUR 2.15 per cubic metre for 2026")
+    assert ("3,340 million", "number") in numbers("3,340 million litres")
+    assert ("5 per cent", "percent") in numbers("rose by 5 per cent")
+    # Chinese characters are not letters for the number's edges: "为184,300名" is 184,300, not 300
+    assert numbers("水务局为184,300名居民供水") == [("184,300", "number")]
+
+
+def test_when_questions_prefer_a_full_date_to_the_bare_year():
+    boxes = [tb("Annual Report 2025", 40, 20, 300, 50),
+             tb("The new Kestrel Ridge treatment plant opened on 12 September 2025;", 40, 100, 700, 120)]
+    q = analyse_question("When did the Kestrel Ridge treatment plant open?")
+    assert q.answer_kind == "date"
+    assert best_answer(boxes, q, SIZE).span.text == "12 September 2025"
+    # with no full date on the page, the year still answers
+    boxes[1] = tb("The new Kestrel Ridge treatment plant opened in 2025;", 40, 100, 700, 120)
+    assert best_answer(boxes, q, SIZE).span.text == "2025"
+
+
+@pytest.mark.parametrize("line, question, answer", [
+    ("EUR 2.15 per cubic metre for 2026, up from EUR 1.98.", "What water tariff did the board approve for 2026?",
+     "EUR 2.15 per cubic metre"),
+    ("Leakage fell to 9.8% in 2025, down from 14.2%.", "What was the leakage rate in 2025?", "9.8%"),
+    ("管网漏损率从14.2%降至9.8%。", "水务局的管网漏损率降到了多少？", "9.8%"),
+])
+def test_the_value_a_change_starts_from_is_not_the_answer(line, question, answer):
+    boxes = [tb("Decision 2025/17: the board approved a water tariff of", 40, 80, 500, 100), tb(line, 40, 104, 520, 124)]
+    assert best_answer(boxes, analyse_question(question), SIZE).span.text == answer
+
+
+COVER = [tb("APSARA云栖大会", 20, 22, 116, 37), tb("更加安全、", 55, 137, 300, 196), tb("可靠的数据中心网络", 310, 137, 788, 196),
+         tb("彭昔敏", 385, 302, 473, 338), tb("阿里云云网络高级产品专家", 313, 342, 529, 365)]
+
+
+@pytest.mark.parametrize("question, part, answer", [
+    ("这个演讲的标题是什么？", "title", "更加安全、可靠的数据中心网络"),
+    ("《更加安全、可靠的数据中心网络》这个演讲的主讲人是谁？", "presenter", "彭昔敏"),
+    ("What is the title of the presentation?", "title", "更加安全、可靠的数据中心网络"),
+    ("Who gave this presentation?", "presenter", "彭昔敏"),
+])
+def test_title_and_presenter_questions_read_the_cover_layout(question, part, answer):
+    q = analyse_question(question)
+    assert q.document_part == part
+    assert not {"标题", "演讲", "主讲", "title", "presentation"} & set(q.terms)  # they name nothing on the page
+    assert best_answer(COVER, q, SIZE).span.text == answer
+
+
+@pytest.mark.parametrize("question", ["What is the presenter's email address?", "第01章的标题是什么？",
+                                      "What is the title of the chart on slide 5?", "Which country made the most trips?",
+                                      "彭昔敏在阿里云担任什么职务？"])
+def test_questions_about_other_things_are_not_cover_questions(question):
+    assert analyse_question(question).document_part == ""
+
+
+def test_a_cover_looks_more_like_a_cover_than_a_section_divider_or_a_chart():
+    from agent.policies.offline_document import cover_likeness
+
+    divider = [tb("APSARA云栖大会", 20, 22, 116, 37), tb("数据中心网络面临的挑战", 128, 176, 419, 208), tb("01", 129, 247, 173, 285)]
+    table = [tb(f"Row {i} label", 40, 100 + 30 * i, 200, 120 + 30 * i) for i in range(12)]
+    assert cover_likeness(COVER, "title") > cover_likeness(divider, "title") > cover_likeness(table, "title")
+    assert cover_likeness(COVER, "presenter") > 0.5 > cover_likeness(divider, "presenter")
+
+
+COLUMNS = [tb("Figure 1. Capital spending by project, 2025 (EUR million)", 54, 76, 397, 95),
+           tb("50", 68, 135, 84, 151), tb("42.7", 207, 173, 233, 189), tb("40", 68, 200, 84, 215), tb("30", 69, 265, 82, 279),
+           tb("20", 68, 329, 84, 344), tb("18.4", 112, 331, 137, 344), tb("11.2", 398, 376, 424, 392), tb("10", 69, 394, 82, 408),
+           tb("6.9", 303, 404, 322, 419), tb("Riverside mains", 104, 472, 163, 484), tb("Kestrel Ridge plant", 199, 471, 268, 483),
+           tb("Smart meters", 295, 472, 346, 484), tb("Reservoir repair", 391, 472, 449, 484)]
+
+
+def test_column_chart_values_belong_to_the_label_under_them_and_axis_ticks_to_none():
+    from agent.policies.offline_values import labelled_values
+
+    pairs = {COLUMNS[label].text: value for label, _, value in labelled_values(COLUMNS)}
+    assert pairs == {"Riverside mains": 18.4, "Kestrel Ridge plant": 42.7, "Smart meters": 6.9, "Reservoir repair": 11.2}
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("Which capital project had the largest spending in 2025?", "Kestrel Ridge plant"),
+    ("Which capital project had the largest spending in 2025, and how much was it?", "Kestrel Ridge plant, 42.7"),
+    ("Which project had the smallest capital spending?", "Smart meters"),
+])
+def test_extreme_questions_over_a_column_chart_with_printed_values(question, answer):
+    assert best_answer(COLUMNS, analyse_question(question), SIZE).span.text == answer
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("What is the key customer segment in Japan?", 'GENERATION “S”'),
+    ("What do APAC travellers in emerging countries still rely on?", "TRADITIONAL TRAVEL AGENTS"),
+    ("Via which markets does the deck capture the size and scale of APAC?", "JAPAN, CHINA, INDIA"),
+])
+def test_title_claims_answer_what_they_restate(question, answer):
+    boxes = {
+        "segment": [tb("JAPAN – SOLO TRAVELLERS RULE, WHILE", 41, 10, 589, 37), tb("GENERATION “S”IS THE KEY CUSTOMER", 42, 40, 581, 65),
+                    tb("SEGMENT", 41, 69, 176, 95), tb("Typical format of leisure travel by country", 64, 156, 350, 177)],
+        "rely": [tb("APAC TRAVELLERS IN EMERGING COUNTRIES STILL", 42, 14, 666, 36),
+                 tb("RELY ON TRADITIONAL TRAVEL AGENTS, WHILE THE", 41, 40, 677, 66),
+                 tb("MOBILE BOOKINGS ARE RISING AT LEAST IN THE", 42, 68, 635, 90), tb("BUSINESS SEGMENT", 42, 95, 293, 118)],
+        "markets": [tb("SELECTED APAC MARKETS –", 41, 141, 611, 177), tb("CAPTURING THE SIZE AND", 41, 185, 578, 222),
+                    tb("SCALE VIA JAPAN, CHINA, INDIA", 38, 227, 691, 270)],
+    }
+    page = boxes["segment" if "segment" in question else "rely" if "rely" in question else "markets"]
+    assert best_answer(page, analyse_question(question), (731, 548)).span.text == answer
+
+
+def test_words_with_two_endings_match_but_travel_and_traveller_do_not():
+    from agent.policies.offline_question import fuzzy_equal
+
+    assert fuzzy_equal("capture", "capturing") and fuzzy_equal("inflection", "inflect")
+    assert not fuzzy_equal("travel", "traveller") and not fuzzy_equal("rate", "rating")

@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from agent.parsing import ParsedReply, parse_reply
 from agent.policies.base import Completion, PolicyError
+from agent.policies.offline_document import cover_likeness
 from agent.policies.offline_question import MAX_QUERY, Question, analyse_question, page_match
 from agent.policies.offline_rules import Candidate, answer_on_crop, choose_region
 from agent.prompts import FINAL_TURN_NUDGE, question_from_prompt
@@ -201,6 +202,8 @@ class OfflinePolicy:
             boxes, size = self.read(step.image)
             pixels = np.asarray(decode_image(step.image))
             match = page_match(boxes, question)
+            if question.document_part and not question.terms:  # "这个演讲的标题是什么": nothing to match but a cover
+                match = cover_likeness(boxes, question.document_part)
             if step.reply.action == "bbox":
                 # the crop was cut to read the candidate chosen on the image before it
                 parent = found[-1].candidate if found and found[-1].candidate else None
@@ -269,7 +272,7 @@ def _plan_text(question: Question) -> str:
     return f"Key terms from the question: {terms}. Expected answer: {_KIND_TEXT[question.answer_kind]}. Searching for them."
 
 
-_KIND_TEXT = {"percent": "a percentage", "year": "a year", "number": "a number", "value": "a number or percentage",
+_KIND_TEXT = {"percent": "a percentage", "date": "a date", "year": "a year", "number": "a number", "value": "a number or percentage",
               "text": "a short phrase"}
 
 

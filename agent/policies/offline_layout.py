@@ -20,8 +20,22 @@ Box = tuple[float, float, float, float]
 
 # --- candidate spans ---------------------------------------------------------------------------
 
-# A number with an optional sign, currency and percent sign; not glued to letters ("3rd", "Q3", "IPv6").
-_NUMBER = re.compile(r"(?<![\w.])[+-]?(?:US\$|\$|¥|€|£)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?%)?(?![A-Za-z\d])")
+# A number with an optional sign, currency (symbol or code) and percent sign; not glued to Latin letters
+# ("3rd", "Q3", "IPv6"). Chinese characters may touch it ("为184,300名"), so the guards are ASCII-only
+# (Python's \w would count them as letters and cut "184,300" down to "300").
+_CURRENCY = r"(?:US\$|HK\$|S\$|A\$|\$|¥|€|£|(?:EUR|USD|RMB|CNY|GBP|JPY|HKD|SGD|INR|AUD)\s?)"
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[+-]?" + _CURRENCY + r"?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+                     r"(?:\s?%|\s(?:million|billion|mn|bn)\b)?(?:\s+per\s+(?:cubic\s+|square\s+)?[a-z]+)?(?![A-Za-z\d])")
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
+          r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+# A calendar date with at least a month and a year: "12 September 2025", "Sept. 12, 2025", "March 2009",
+# "2025-09-12", "2025年9月12日". (A bare year is a number span of kind "year".)
+DATE = re.compile(
+    rf"(?<![A-Za-z0-9])(?:\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+(?:19|20)\d\d|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d\d"
+    rf"|{_MONTH},?\s+(?:19|20)\d\d|(?:19|20)\d\d-\d\d-\d\d)(?![A-Za-z0-9])"
+    r"|(?:19|20)\d\d\s?年\s?\d{1,2}\s?月(?:\s?\d{1,2}\s?[日号])?",
+    re.IGNORECASE,
+)
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]*\w")
 LEADING_MARK = re.compile(r"^[\s•·\-–—*●○■□◆>#]*(?:\d{1,2}[.)、]?\s*(?=[^\d\s.,%]))?")
 
@@ -77,7 +91,7 @@ def _sub_box(box: Box, text: str, start: int, end: int) -> Box:
 
 
 def number_kind(token: str) -> str:
-    if token.endswith("%"):
+    if token.endswith("%") or re.search(r"\sper\s?cent$", token):
         return "percent"
     if re.fullmatch(r"(19|20)\d\d", token):
         return "year"
@@ -120,10 +134,13 @@ def spans_of(boxes: list[TextBox]) -> list[Span]:
     spans: list[Span] = []
     for i, b in enumerate(boxes):
         text = b.text
+        for m in DATE.finditer(text):
+            spans.append(Span(" ".join(m.group().split()), "date", _sub_box(b.box, text, m.start(), m.end()), i,
+                              None, m.start(), m.end()))
         for m in _NUMBER.finditer(text):
             if _in_range(text, m.start(), m.end()) or _names_an_element(text, m.start()):
                 continue
-            token = re.sub(r"\s", "", m.group())
+            token = re.sub(r"\s+(?=%)", "", " ".join(m.group().split()))  # "13 %" -> "13%"; "EUR 2.15" stays
             spans.append(Span(token, number_kind(token), _sub_box(b.box, text, m.start(), m.end()), i,
                               _number_value(token), m.start(), m.end()))
         lead = LEADING_MARK.match(text)

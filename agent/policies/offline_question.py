@@ -18,7 +18,8 @@ from search_engine.types import TextBox
 
 MAX_QUERY = 300  # characters: a search query is keywords, not a pasted document
 
-ANSWER_KINDS = ("percent", "year", "number", "value", "text")  # "value": a number or a percentage
+ANSWER_KINDS = ("percent", "date", "year", "number", "value", "text")  # "value": a number or a percentage; "date": a
+# calendar date, or a year if the page gives no more
 NUMBER_KINDS = ("percent", "year", "number")
 
 # --- question analysis -------------------------------------------------------------------------
@@ -53,7 +54,8 @@ ALIASES = {
 }
 
 # What kind of answer the wording asks for (checked in this order, see `answer_kind_of`).
-_YEAR_EN = re.compile(r"\b(which|what) years?\b|\bwhen\b")
+_DATE_EN = re.compile(r"\bwhen\b|\b(which|what) (day|date)\b|\bon what date\b")
+_YEAR_EN = re.compile(r"\b(which|what) years?\b|\bin what year\b")
 _TEXT_EN = re.compile(
     r"\b(which|who|whom|whose|where)\b"
     r"|^what ((is|was|are|were) )?(the )?([\w-]+ ){0,2}(name|reason|title|type|kind|purpose|method|term|theme|topic|"
@@ -64,11 +66,14 @@ _NUMBER_EN = re.compile(r"\bhow (many|much|large|big|high|low|long|old)\b|\bnumb
 _MEASURE = re.compile(
     r"\b(score|scores|rate|penetration|share|number|value|income|size|growth|population|index|count|total|amount|"
     r"price|cost|revenue|ratio|age|figure|level|volume|spend|spending|trips|departures|visitors|forecast|"
-    r"cagr|percentage|proportion|sales|users|households|cities|average|median|multiple|times|increase|decline)\b"
+    r"cagr|percentage|proportion|sales|users|households|cities|average|median|multiple|times|increase|decline|"
+    r"tariff|tariffs|fee|fees|fare|fares|budget|salary|wage|rent|profit|investment|expenditure|turnover|margin|"
+    r"capacity|output|production|consumption|demand|supply|length|height|weight|distance|duration|speed)\b"
 )
-_YEAR_ZH = re.compile(r"哪一年|哪年|什么时候|何时|年份")
+_DATE_ZH = re.compile(r"什么时候|何时|哪一天|哪天|什么日期|日期")
+_YEAR_ZH = re.compile(r"哪一年|哪年|年份")
 _TEXT_ZH = re.compile(r"哪个|哪几个|哪些|哪家|哪项|哪种|哪类|谁|什么")
-_PERCENT_ZH = re.compile(r"百分比|占比|比例|比重|百分之|增长率|增速|%")
+_PERCENT_ZH = re.compile(r"百分比|占比|比例|比重|百分之|率|增速|%")  # 率: a rate (漏损率, 渗透率, 增长率)
 _NUMBER_ZH = re.compile(r"多少|几")
 _MAX_EN = re.compile(r"\b(highest|largest|biggest|greatest|most|maximum|best)\b")
 _MIN_EN = re.compile(r"\b(lowest|smallest|least|fewest|minimum|worst)\b")
@@ -98,6 +103,8 @@ class Question:
     # "发布" in "发布了什么")
     count: int = 0  # how many items the question asks for ("which three groups", "两个关键词"), 0 if not said
     cloze_last: bool = False  # the question ends with its question word ("...发布了什么？"): the answer may precede
+    document_part: str = ""  # "title" / "presenter": asks for the document's own title or presenter
+    also_value: bool = False  # "which project ..., and how much was it?": the label and its value, both
 
 
 def _stem(word: str) -> str:
@@ -144,9 +151,11 @@ def _term_weight(term: str) -> float:
 
 
 def answer_kind_of(question: str) -> str:
-    """"year", "text", "percent", "number" or "value", from the wording, in that order of precedence
+    """"date", "year", "text", "percent", "number" or "value", from the wording, in that order of precedence
     ("which country has the highest CAGR" asks for a country, not a percentage)."""
     q = unicodedata.normalize("NFKC", question).lower().strip()
+    if _DATE_EN.search(q) or _DATE_ZH.search(q):
+        return "date"
     if _YEAR_EN.search(q) or _YEAR_ZH.search(q):
         return "year"
     if (re.search(r"\brank\b", q) and not re.search(r"\branks? (\d|first|second|third|\w+th)\b", q)) or re.search(r"排名第几|排第几", q):
@@ -181,7 +190,11 @@ def extreme_of(question: str) -> str | None:
 
 
 def analyse_question(question: str) -> Question:
+    # imported here: offline_document reads page layout through offline_layout, which imports this module
+    from agent.policies.offline_document import META_TERMS, document_part
+
     text = " ".join(question.split())
+    part = document_part(text)
     language = "zh" if CJK.search(text) else "en"
     stripped = _ZH_QUESTION.sub(" ", text) if language == "zh" else text
     count = 0
@@ -191,7 +204,7 @@ def analyse_question(question: str) -> Question:
         stripped = stripped.replace(m.group(0), m.group(0)[len(m.group(1)):], 1)
     terms: dict[str, float] = {}
     for term in terms_of(_rank_words(stripped)):
-        if term in QUESTION_WORDS:
+        if term in QUESTION_WORDS or (part and term in META_TERMS):
             continue
         if CJK.match(term) and (len(term) == 1 or set(term) & CJK_STOPCHARS):
             continue  # Chinese: bigrams carry the meaning; single characters and "的作"-like pairs are noise
@@ -222,7 +235,9 @@ def analyse_question(question: str) -> Question:
                                     r"figures?|numbers?|chart|table|statistics)\b|\b(data|figures?|numbers?|information|"
                                     r"statistics)\b.*\bcomes? from\b|数据来源|来源是|出处", lowered)),
         wants_email=bool(re.search(r"\be-?mail\b|邮箱|电子邮件", lowered)),
-        aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count,
+        aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count, document_part=part,
+        also_value=bool(re.search(r"\band (?:how (?:much|many)|what (?:is|was|were|are) (?:it|its|their|the (?:amount|value|figure)))\b"
+                                  r"|(?:以及|和|并且?).{0,4}(?:多少|几)", lowered)),
     )
 
 
@@ -241,9 +256,14 @@ def fuzzy_equal(a: str, b: str) -> bool:
     common = len(os.path.commonprefix([a, b]))
     if len(short) >= 8 and common >= 0.8 * len(short):  # "individualism" ~ "individualistic"
         return True
-    if len(short) >= 6 and len(long_) - len(short) <= 1:
-        return _edit_distance_at_most_one(short, long_)
-    return False
+    if len(short) >= 6 and len(long_) - len(short) <= 1 and _edit_distance_at_most_one(short, long_):
+        return True
+    # one word with two endings: "capture" ~ "capturing", "inflect" ~ "inflection" (not "travel" ~ "traveller")
+    ra, rb = _SUFFIX.sub("", a), _SUFFIX.sub("", b)
+    return len(ra) >= 5 and ra == rb
+
+
+_SUFFIX = re.compile(r"(?:ing|ed|es|e|ion|ions)$")
 
 
 def _edit_distance_at_most_one(a: str, b: str) -> bool:

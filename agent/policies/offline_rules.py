@@ -28,11 +28,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from agent.policies.offline_charts import bar_ends, label_column, swatch_color
+from agent.policies.offline_document import cover_likeness, document_answer
 from agent.policies.offline_layout import (
     LEADING_MARK, SOURCE, Box, Span, adjacent, cloze_spans, content_terms, is_number, label_likeness, labels_a_row,
     looks_like_email, looks_like_name, looks_like_website, number_between, relation, short, spans_of, tall_lines,
     title_lines, word_count,
 )
+from agent.policies.offline_values import labelled_values
 from agent.policies.offline_sentences import blocks_of, phrase_box, sentence_phrases
 from agent.policies.offline_question import NUMBER_KINDS, SUPERLATIVE, CJK, Question, fuzzy_equal, matched_terms, terms_of
 from search_engine.types import TextBox
@@ -80,6 +82,7 @@ def _kinds_for(answer_kind: str) -> list[tuple[str, ...]]:
     """Which span kinds to try, in order of preference, for an expected answer kind."""
     return {
         "percent": [("percent",), ("number",)],
+        "date": [("date", "year"), ("number",)],  # a year stands in when the page gives no full date
         "year": [("year",), ("number",)],
         "number": [("number",), ("percent",), ("year",)],
         "value": [("number", "percent"), ("year",)],
@@ -127,6 +130,18 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
         if best is not None:
             support.append(best)
     return support
+
+
+# What comes right before a number that is only the starting point of a change.
+BASELINE = re.compile(r"(?:\b(?:up|down|rising|falling|rose|fell|increased|decreased)?\s*from|\bvs\.?|\bversus|"
+                      r"\bcompared (?:with|to)|\bprevious(?:ly)?|从|比)\s*$", re.IGNORECASE)
+BASELINE_ASKED = re.compile(r"\bfrom\b|\bprevious|\bbefore\b|\boriginal|\bstart|从|之前|原来|此前")
+_SAME_MEANING = str.maketrans({"至": "到"})  # "降至" and "降到" both mean "fell to"
+
+
+def _leads_into(before: str, cloze: str) -> bool:
+    """The text before a number ends with the question's words before its question word."""
+    return re.sub(r"[\s了为]", "", before).translate(_SAME_MEANING).endswith(cloze.translate(_SAME_MEANING))
 
 
 def _char_distance(text: str, span: Span, term: str, question: Question) -> float:
@@ -218,6 +233,12 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
         if named and max(named) < 0.3:
             score *= 0.5  # the question names a number (a year, a rank) on the page, and this is far from it
         line = boxes[span.line].text
+        if span.kind == "date":
+            score *= 1.2  # a full date says more than the bare year inside it, on the same evidence
+        if span.kind != "text" and question.cloze and _leads_into(line[: span.start], question.cloze):
+            score *= 2.0  # the number the question's own words lead into ("漏损率降至9.8%" for "降到了多少")
+        if span.kind != "text" and BASELINE.search(line[max(0, span.start - 14): span.start]) and not BASELINE_ASKED.search(question.text):
+            score *= 0.5  # "up from EUR 1.98", "从14.2%降至": the old value a change starts from, not the one asked for
         if span.kind != "text" and word_count(line) - word_count(span.text) >= 2 and not (
                 word_count(line) >= 5 and any(s.how == "same line" for s in support)):
             score *= 0.7  # a number inside a label or an unrelated sentence, rather than a value standing alone
@@ -259,7 +280,9 @@ def _sentence_candidates(boxes: list[TextBox], question: Question, size: tuple[i
             continue  # the sentence must restate most of the question
         score = 1.3 * math.sqrt(ph.context) * (0.5 + ph.coverage) / (1.0 + 0.1 * max(0.0, word_count(ph.text) - 8))
         score *= _format_fit(ph.text, question)
-        if ph.block.heading:
+        if ph.restates >= 0.75 and not (question.wants_name or question.wants_website or question.wants_email):
+            score *= 1.5  # "DOMESTIC TRAVEL IS THE SHORT-TERM GROWTH ENGINE" for "what is the short-term growth engine"
+        elif ph.block.heading:
             score *= 0.6  # a slide title's claim answers only when nothing on the slide's body does
         line = ph.block.lines[0]
         support = (Support("sentence", line, ph.block.text, ph.block.box, min(1.0, ph.context), "same sentence"),)
@@ -319,6 +342,23 @@ def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int
     span = Span(phrase.text, "text", phrase.box, i)
     support = (Support("extreme", pick.span.line, pick.span.text, pick.span.box, s, how),) + tuple(pick.support)
     return Candidate(span, pick.score, support, note)
+
+
+def _column_candidate(boxes: list[TextBox], question: Question) -> Candidate | None:
+    """For "which X has the largest Y" over a column chart that prints its values: the category whose
+    printed value is the extreme one (offline_values.py); with its value if the question asks for both."""
+    pairs = labelled_values(boxes)
+    if not pairs:
+        return None
+    label, line, _ = (max if question.extreme == "max" else min)(pairs, key=lambda p: (p[2], -p[0]))
+    value = boxes[line].text.strip()
+    text = boxes[label].text.strip() + (f", {value}" if question.also_value else "")
+    word = "highest" if question.extreme == "max" else "lowest"
+    note = f"{value} is the {word} of the {len(pairs)} values printed above the categories"
+    xs = [boxes[i].box for p in pairs for i in p[:2]]
+    extent = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+    support = (Support("extreme", line, value, boxes[line].box, 1.0, "column"),)
+    return Candidate(Span(text, "text", boxes[label].box, label), 1.0, support, note, extent)
 
 
 @dataclass(frozen=True)
@@ -398,12 +438,19 @@ def _distance(a: Box, b: Box) -> float:
 def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
                 pixels: np.ndarray | None = None) -> Candidate | None:
     """The best answer on one image. `pixels` (the image as an RGB array) lets bar charts be measured."""
+    if question.document_part:  # its title or presenter: read from the layout (offline_document.py)
+        found = document_answer(boxes, question.document_part)
+        if found is not None:
+            span, how = found
+            return Candidate(span, 1.0 + cover_likeness(boxes, question.document_part), (), how)
     # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
     # better than comparing numbers or bars would
     if (question.extreme and question.answer_kind == "text"
             and not any(ph.coverage >= 0.6 and _same_superlative(question.text, ph.block.text)
                         for ph in sentence_phrases(boxes, question, size))):
         found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
+        if found is None:
+            found = _column_candidate(boxes, question)
         if found is None:
             found = _extreme_candidate(boxes, question, size)
         if found is not None:

@@ -111,6 +111,7 @@ class Phrase:
     end: int
     context: float  # question weight beside it, in its sentence (decayed with distance)
     coverage: float  # share of the question's weight found in its sentence
+    restates: float = 0.0  # for "Y IS THE X": the share of question words in "THE X" (0 if not so found)
 
 
 def _marks(block: Block, question: Question, tokens: list[re.Match]) -> list[str | None]:
@@ -147,13 +148,17 @@ def _sentences(tokens: list[re.Match]) -> list[tuple[int, int]]:
 
 def _trim(tokens: list[re.Match], a: int, b: int, extra: frozenset = frozenset()) -> tuple[int, int]:
     """Drop edge words (and `extra` ones) and punctuation from tokens[a:b]."""
-    def edge(t: re.Match) -> bool:
-        w = t.group().lower()
+    def edge(k: int) -> bool:
+        w = tokens[k].group().lower()
+        if 0 < k < len(tokens) - 1 and tokens[k - 1].group() in "“\"'‘" and tokens[k + 1].group() in "”\"'’":
+            return False  # a word in quotes is a name ('GENERATION "S"'), even a one-letter one
         return w in _EDGE_WORDS or w in extra or not any(c.isalnum() for c in w)
-    while a < b and edge(tokens[a]):
+    while a < b and edge(a):
         a += 1
-    while b > a and edge(tokens[b - 1]):
+    while b > a and edge(b - 1):
         b -= 1
+    if b < len(tokens) and tokens[b].group() in "”\"’" and any(t.group() in "“\"‘" for t in tokens[a:b]):
+        b += 1  # keep the closing quote of a quote the phrase opens
     return a, b
 
 
@@ -183,10 +188,10 @@ def sentence_phrases(boxes: list[TextBox], question: Question, size: tuple[int, 
                 continue  # a caption ("Proportion of travellers over 65"), not a sentence (titles state claims)
             coverage = sum(question.terms[m] for m in present) / total
             runs, k = [], a
-            while k < b:  # maximal runs of unmarked tokens
+            while k < b:  # maximal runs of unmarked tokens, within one clause
                 if marks[k] is None:
                     j = k
-                    while j < b and marks[j] is None:
+                    while j < b and marks[j] is None and not (j > k and _clause_break(tokens, j - 1, b, "en")):
                         j += 1
                     runs.append((k, j))
                     k = j
@@ -216,46 +221,52 @@ def _share(tokens: list[re.Match], marks: list[str | None], a: int, b: int) -> f
     return sum(1 for k in content if marks[k]) / len(content) if content else 0.0
 
 
+def _clause_break(tokens: list[re.Match], k: int, end: int, language: str) -> bool:
+    """tokens[k] ends a clause. English lists run across commas ("Hong Kong, Macau and Korea"): there,
+    semicolons, dashes before a word ("JAPAN - SOLO ...", not "TIER - 2") and commas before
+    "while/but/however" cut clauses; Chinese clauses end at any comma or colon."""
+    w, nxt = tokens[k].group(), tokens[k + 1].group().lower() if k + 1 < end else ""
+    if language == "zh":
+        return w in "，,：:;；"
+    return (w in ";；" or (w in "-–—" and nxt[:1].isalpha())
+            or (w in ",，" and nxt in ("while", "whereas", "but", "however", "although", "though")))
+
+
 def _clauses(block: Block, tokens: list[re.Match], marks: list[str | None], a: int, b: int,
              question: Question, coverage: float) -> list[Phrase]:
     """A clause with few question words beside a clause made mostly of them ("随着IPv4地址耗尽，VPC开始
     支持IPv6地址"; "FEMALE TRAVELLERS, WILL EMERGE AS A BIG SEGMENT"), and the two sides of a clause's
     "is/are/will be" ("DOMESTIC TRAVEL IS THE SHORT-TERM GROWTH ENGINE" for "what is the short-term
     growth engine")."""
-    # English lists run across commas ("Hong Kong, Macau and Korea"): there, semicolons, dashes before a
-    # word ("JAPAN - SOLO ...", not "TIER - 2") and commas before "while/but/however" cut clauses
-    def cut(k: int) -> bool:
-        w, nxt = tokens[k].group(), tokens[k + 1].group().lower() if k + 1 < b else ""
-        if question.language == "zh":
-            return w in "，,：:;；"
-        return (w in ";；" or (w in "-–—" and nxt[:1].isalpha())
-                or (w in ",，" and nxt in ("while", "whereas", "but", "however", "although", "though")))
-    cuts = [a] + [k + 1 for k in range(a, b) if cut(k)] + [b + 1]
+    cuts = [a] + [k + 1 for k in range(a, b) if _clause_break(tokens, k, b, question.language)] + [b + 1]
     clauses = [(cuts[n], cuts[n + 1] - 1) for n in range(len(cuts) - 1) if cuts[n + 1] - 1 > cuts[n]]
     share = [_share(tokens, marks, c0, c1) for c0, c1 in clauses]
     weight = sum(question.terms[m] for m in {marks[k] for k in range(a, b) if marks[k]})
-    pieces = []  # (token range, how much of the question sits beside it)
+    pieces = []  # (token range, how much of the question sits beside it, and across a copula)
+    # an English clause that holds its own gap ("... STILL RELY ON TRADITIONAL TRAVEL AGENTS") answers
+    # within itself; only a clause made almost wholly of question words points to the next one
+    neighbour_share = 0.5 if question.language == "zh" else 0.75
     for n, (c0, c1) in enumerate(clauses):
         neighbours = [share[m] for m in (n - 1, n + 1) if 0 <= m < len(clauses)]
-        if share[n] < 0.6 and neighbours and max(neighbours) >= 0.5:
-            pieces.append((c0, c1, max(neighbours)))
+        if share[n] < 0.6 and neighbours and max(neighbours) >= neighbour_share:
+            pieces.append((c0, c1, max(neighbours), 0.0))
         copula = next((k for k in range(c0, c1) if tokens[k].group().lower() in _COPULAS), None)
         if copula is not None and question.language == "en":
             rest = copula + 1 + (copula + 1 < c1 and tokens[copula + 1].group().lower() == "be")
             left, right = _share(tokens, marks, c0, copula), _share(tokens, marks, rest, c1)
             if right >= 0.5 and left < 0.6:
-                pieces.append((c0, copula, right))
+                pieces.append((c0, copula, right, right))
             if left >= 0.5 and right < 0.6:
-                pieces.append((rest, c1, left))
+                pieces.append((rest, c1, left, left))
     out = []
-    for c0, c1, beside in pieces:
+    for c0, c1, beside, restates in pieces:
         while c0 < c1 and (marks[c0] or tokens[c0].group().lower() in _EDGE_WORDS
                            or not any(ch.isalnum() for ch in tokens[c0].group())):
             c0 += 1  # "Urban destinations, such as Hong Kong": what the question already says comes first
         s0, s1 = _trim(tokens, c0, c1, frozenset({str(question.count)}) if question.count else frozenset())
         if s1 > s0:
             start, end = tokens[s0].start(), tokens[s1 - 1].end()
-            out.append(Phrase(_clean(block.text[start:end]), block, start, end, weight * beside, coverage))
+            out.append(Phrase(_clean(block.text[start:end]), block, start, end, weight * beside, coverage, restates))
     return out
 
 
