@@ -455,9 +455,32 @@ def test_page_then_crop_then_answer_on_a_real_image(ocr):
     assert x1 <= 660 * sx and x2 >= 700 * sx and y1 <= 190 * sy and y2 >= 220 * sy
     crop = rendered_table().crop(protocol.pil_crop_box(protocol.crop_box(list(parsed.bbox), page.size, (900, 500))))
     messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": [protocol.image_part(jpeg_of(crop))]}]
+    # the page lacks "trips": before answering, it looks at the next search result once
+    reply = policy.complete(messages).text
+    peek = parse_reply(reply)
+    assert peek.action == "search" and "checking the next search result" in peek.thought and '"7.9"' in peek.thought
+    other = Image.new("RGB", (900, 500), "white")
+    ImageDraw.Draw(other).text((60, 80), "Hotel rooms in Japan", fill="black",
+                               font=__import__("PIL.ImageFont", fromlist=["ImageFont"]).load_default(size=32))
+    messages += [{"role": "assistant", "content": reply},
+                 {"role": "user", "content": [protocol.image_part(protocol.prepare_image(other)[1])]}]
     answer = parse_reply(policy.complete(messages).text)
-    assert answer.action == "answer" and answer.argument == "7.9"
+    # that page does not hold the whole question either: the answer is the first page's zoomed reading
+    assert answer.action == "answer" and answer.argument == "7.9", answer.thought
     assert "zoomed region" in answer.thought and "no vision-language model" in answer.thought
+
+
+def test_a_page_that_holds_the_whole_question_is_answered_without_a_second_look(ocr):
+    policy = OfflinePolicy(ocr=ocr)
+    page, jpeg = protocol.prepare_image(rendered_table())
+    messages = [prompt("What is Japan's figure for 2014?"), {"role": "assistant", "content": "<think>x</think><search>Japan 2014</search>"},
+                {"role": "user", "content": [protocol.image_part(jpeg)]}]
+    reply = policy.complete(messages).text
+    bbox = check_action(parse_reply(reply), page.size).bbox
+    crop = rendered_table().crop(protocol.pil_crop_box(protocol.crop_box(list(bbox), page.size, (900, 500))))
+    messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": [protocol.image_part(jpeg_of(crop))]}]
+    answer = parse_reply(policy.complete(messages).text)
+    assert answer.action == "answer" and answer.argument == "7.9", answer.thought
 
 
 def test_the_final_turn_nudge_makes_it_answer_from_the_page(ocr):

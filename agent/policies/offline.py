@@ -12,7 +12,9 @@ saved trajectory replays exactly):
 2. on a page: OCR it; if it holds too few of the question's terms, search again (the loop shows the
    next unseen page), up to `max_searches`; otherwise emit the region around the best-supported
    candidate answer and the lines that support it (agent/policies/offline_rules.py);
-3. on the zoomed crop: OCR it again, sharper, and answer with the best-supported span;
+3. on the zoomed crop: OCR it again, sharper, and answer with the best-supported span; but if the
+   page lacked some of the question's terms, first search once more: if the next page holds every
+   term, zoom into it instead, else answer from the first crop;
 4. when the loop nudges for a final answer, answer with the best evidence seen so far.
 """
 from __future__ import annotations
@@ -230,11 +232,26 @@ class OfflinePolicy:
         if current is None:  # the search showed nothing new: try the whole question as the query
             return _reply(f"The last search showed no new page ({last.text.strip() or 'no image'}). "
                           "Searching again with the whole question.", "search", question.text[:MAX_QUERY])
+        crops = [e for e in seen if e.kind == "crop"]
         if current.kind == "crop":
+            page = seen[-2] if len(seen) >= 2 else None
+            if (len(crops) == 1 and page is not None and page.match < 0.999 and conv.searches < self.max_searches):
+                # the page lacked some of the question's words: a better page may come next in the results
+                read = f'"{current.candidate.span.text}"' if current.candidate else "nothing of the kind asked for"
+                return _reply(f"Read the zoomed region again with OCR: {read}. The page held only {page.match:.0%} of "
+                              "the question's key-term weight, so checking the next search result before answering.",
+                              "search", question.query)
             return self._answer(seen, "Read the zoomed region again with OCR.")
         # a page
         summary = (f"OCR read {current.lines} text lines on this page; it holds {current.match:.0%} "
                    f"of the question's key-term weight.")
+        if crops:  # a second look after a crop: zoom in here only if this page holds the whole question
+            first_page = seen[seen.index(crops[0]) - 1]
+            # only a page holding every term the first one lacked is worth the switch: one that merely holds
+            # more of them trades the first page's missing words for others
+            if current.candidate is None or current.match < 0.999:
+                return self._answer(seen, f"{summary} It does not hold all of the question's terms either; answering "
+                                          f"from the zoomed region of the page before ({first_page.match:.0%}).", prefer=crops[0])
         if current.match < self.min_page_match or current.candidate is None:
             if conv.searches < self.max_searches:
                 why = "no candidate of the kind asked for" if current.candidate is None else "too few question terms"
@@ -249,13 +266,18 @@ class OfflinePolicy:
         return _reply(f"{summary} Best-supported candidate: \"{cand.span.text}\" ({cand.explain()}). "
                       "Cropping that region to read it at a higher resolution.", "bbox", f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]")
 
-    def _answer(self, seen: list[Evidence], why: str) -> Completion:
+    def _answer(self, seen: list[Evidence], why: str, prefer: Evidence | None = None) -> Completion:
         usable = [e for e in seen if e.candidate is not None]
         if not usable:
             return _reply(f"{why} No image seen so far held text of the kind the question asks for.", "answer", NOT_FOUND)
-        # the latest crop is what the region was chosen for; otherwise the strongest evidence
+        # the chosen crop, or the latest crop (what its region was chosen for), or else the strongest evidence
         crops = [e for e in usable if e.kind == "crop"]
-        best = crops[-1] if crops and crops[-1].step == usable[-1].step else max(usable, key=lambda e: (e.strength, -e.step))
+        if prefer is not None and prefer.candidate is not None:
+            best = prefer
+        elif crops and crops[-1].step == usable[-1].step:
+            best = crops[-1]
+        else:
+            best = max(usable, key=lambda e: (e.strength, -e.step))
         cand = best.candidate
         where = "the zoomed region" if best.kind == "crop" else "a page"
         return _reply(f"{why} On {where}, \"{cand.span.text}\" is the best-supported candidate ({cand.explain()}).",
