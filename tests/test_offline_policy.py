@@ -656,3 +656,8 @@ def test_words_with_two_endings_match_but_travel_and_traveller_do_not():
 
     assert fuzzy_equal("capture", "capturing") and fuzzy_equal("inflection", "inflect")
     assert not fuzzy_equal("travel", "traveller") and not fuzzy_equal("rate", "rating")
+
+
+def test_a_chinese_unit_ends_its_number_and_forms_no_word_with_what_follows():
+    terms = analyse_question("2009年阿里云的网络形态是什么？").terms
+    assert "2009" in terms and "阿里" in terms and "年阿" not in terms

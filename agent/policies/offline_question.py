@@ -197,6 +197,8 @@ def analyse_question(question: str) -> Question:
     part = document_part(text)
     language = "zh" if CJK.search(text) else "en"
     stripped = _ZH_QUESTION.sub(" ", text) if language == "zh" else text
+    if language == "zh":  # a unit ends its number: "2009年阿里云" holds no word "年阿"
+        stripped = re.sub(r"(\d\s?[年月日号个次项家])", r"\1 ", stripped)
     count = 0
     m = _COUNT_EN.search(text) or _COUNT_ZH.search(text)
     if m:  # "which three groups": a number of items to list, not a number to find on the page
