@@ -661,3 +661,19 @@ def test_words_with_two_endings_match_but_travel_and_traveller_do_not():
 def test_a_chinese_unit_ends_its_number_and_forms_no_word_with_what_follows():
     terms = analyse_question("2009年阿里云的网络形态是什么？").terms
     assert "2009" in terms and "阿里" in terms and "年阿" not in terms
+
+
+STAGES = [tb("IT系统上云", 75, 163, 139, 180), tb("生产系统上云", 279, 162, 357, 181), tb("企业多分支上云", 484, 163, 573, 181),
+          tb("全量系统上云", 701, 163, 778, 181), tb("弹性、按需", 52, 303, 162, 332), tb("稳定、连续", 262, 303, 372, 330),
+          tb("安全、灵活", 473, 304, 583, 330), tb("智能、成本", 685, 305, 794, 332), tb("·弹性、按需付费", 54, 341, 154, 357),
+          tb("· 平滑迁移，持续扩展", 255, 340, 380, 358), tb("· 公网访问安全、", 479, 340, 573, 358),
+          tb("· 可观测、可预期", 676, 340, 778, 358), tb("· 灵活部署", 53, 358, 119, 376), tb("·稳定、可靠", 254, 357, 333, 376)]
+
+
+def test_which_stage_questions_answer_the_heading_of_the_column_not_a_sibling_bullet():
+    q = analyse_question("在上云的哪个阶段需要平滑迁移、持续扩展？")
+    assert q.wants_stage
+    assert best_answer(STAGES, q, (844, 475)).span.text == "生产系统上云"
+    # without asking for a stage, a bullet point still never answers for its sibling bullet
+    ranked = rank_candidates(STAGES, analyse_question("平滑迁移、持续扩展的阶段有什么要求？"), (844, 475))
+    assert ranked[0].span.text != "稳定、可靠"

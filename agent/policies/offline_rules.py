@@ -123,6 +123,8 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
                 if (span.kind == "text" and how != "near" and content_terms(span.text) & content_terms(boxes[i].text)
                         and _similar_height(span.box, boxes[i].box)):
                     s *= 0.5  # two parallel labels sharing words ("IT系统上云", "全量系统上云"): siblings, not label and value
+                if span.kind == "text" and _BULLET.match(boxes[span.line].text) and _BULLET.match(boxes[i].text):
+                    s *= 0.4  # two bullet points of one list are siblings: neither labels the other
                 if span.kind == "text" and how != "near" and adjacent(span.box, boxes[i].box):
                     s *= 1.15  # a phrase right under / beside its label is its description
             if best is None or s > best.strength:
@@ -142,6 +144,9 @@ _SAME_MEANING = str.maketrans({"至": "到"})  # "降至" and "降到" both mean
 def _leads_into(before: str, cloze: str) -> bool:
     """The text before a number ends with the question's words before its question word."""
     return re.sub(r"[\s了为]", "", before).translate(_SAME_MEANING).endswith(cloze.translate(_SAME_MEANING))
+
+
+_BULLET = re.compile(r"^\s*[•·●○■□◆▪‣∙*]")
 
 
 def _char_distance(text: str, span: Span, term: str, question: Question) -> float:
@@ -257,6 +262,10 @@ def rank_candidates(boxes: list[TextBox], question: Question, size: tuple[int, i
                 score *= 1.5 if looks_like_website(span.text) else 0.6
             if question.wants_email:
                 score = (score + 1.0) * 2.0 if looks_like_email(span.text) else score * 0.5
+            if question.wants_stage:  # a stage's name heads its column: above the lines that match the question
+                columns = [sp for sp in support if sp.how == "column" and sp.strength >= 0.3]
+                if columns:
+                    score *= 1.5 if all(span.box[3] <= sp.box[1] for sp in columns) else 0.7
             line = boxes[span.line].text
             if question.wants_source:
                 score = (score + 1.0) * 2.0 if SOURCE.match(line) and not SOURCE.match(span.text) else score * 0.5
