@@ -677,3 +677,19 @@ def test_which_stage_questions_answer_the_heading_of_the_column_not_a_sibling_bu
     # without asking for a stage, a bullet point still never answers for its sibling bullet
     ranked = rank_candidates(STAGES, analyse_question("平滑迁移、持续扩展的阶段有什么要求？"), (844, 475))
     assert ranked[0].span.text != "稳定、可靠"
+
+
+GROWTH = [tb("International business departures by", 432, 138, 686, 159), tb("women,2011-30", 497, 156, 623, 175),
+          tb("+232%", 494, 192, 522, 206), tb("+891%", 554, 268, 583, 281), tb("+288%", 590, 390, 615, 401),
+          tb("+25%", 421, 409, 442, 422), tb("+24%", 625, 407, 647, 418), tb("+71%", 686, 389, 710, 403),
+          tb("Australia", 413, 427, 447, 440), tb("China", 469, 427, 494, 441), tb("India", 548, 427, 570, 441),
+          tb("Indonesia", 585, 429, 622, 439), tb("Japan", 620, 429, 645, 439), tb("Singapore", 671, 427, 712, 442)]
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("By what percentage are international business departures by Indian women projected to grow from 2011 to 2030?", "+891%"),
+    ("What is the growth of business departures by women from China?", "+232%"),
+    ("Which country has the highest growth of international business departures by women?", "India"),
+])
+def test_a_column_chart_value_is_the_one_printed_above_the_named_category(question, answer):
+    assert best_answer(GROWTH, analyse_question(question), (731, 548)).span.text == answer

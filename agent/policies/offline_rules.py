@@ -370,6 +370,26 @@ def _column_candidate(boxes: list[TextBox], question: Question) -> Candidate | N
     return Candidate(Span(text, "text", boxes[label].box, label), 1.0, support, note, extent)
 
 
+def _column_lookup(boxes: list[TextBox], question: Question) -> Candidate | None:
+    """For "what is the growth for India" over a column chart that prints its values: the value printed
+    above the one category label the question names (offline_values.py)."""
+    pairs = labelled_values(boxes)
+    named = [p for p in pairs if matched_terms(terms_of(boxes[p[0]].text), question)]
+    if len(named) != 1:
+        return None  # no category named, or several: the usual ranking decides
+    label, line, _ = named[0]
+    value = boxes[line].text.strip()
+    note = f'printed above the category "{short(boxes[label].text)}" of a column chart'
+    xs = [boxes[i].box for p in pairs for i in p[:2]]
+    extent = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+    span = next((sp for sp in spans_of([boxes[line]]) if sp.kind != "text"), None)
+    if span is None:
+        return None
+    span = replace(span, box=boxes[line].box, line=line)
+    support = (Support("category", label, boxes[label].text, boxes[label].box, 1.0, "column"),)
+    return Candidate(span, 1.5, support, note, extent)
+
+
 @dataclass(frozen=True)
 class Choice:
     """The answer the rules pick from one image, and the region worth zooming into."""
@@ -462,6 +482,10 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
             found = _column_candidate(boxes, question)
         if found is None:
             found = _extreme_candidate(boxes, question, size)
+        if found is not None:
+            return found
+    if question.answer_kind in ("percent", "number", "value") and not question.extreme:
+        found = _column_lookup(boxes, question)
         if found is not None:
             return found
     ranked = rank_candidates(boxes, question, size)
