@@ -693,3 +693,14 @@ GROWTH = [tb("International business departures by", 432, 138, 686, 159), tb("wo
 ])
 def test_a_column_chart_value_is_the_one_printed_above_the_named_category(question, answer):
     assert best_answer(GROWTH, analyse_question(question), (731, 548)).span.text == answer
+
+
+def test_a_chart_whose_title_restates_more_of_the_question_than_a_sentence_is_measured():
+    pixels, boxes = bar_chart({"Singapore": (120, 40), "Japan": (300, 100), "India": (200, 380)})
+    # a slide title uses the question's superlative but restates less of it than the chart title does
+    boxes.append(tb("TRAVEL AGENTS ARE THE MOST COMMON CHANNEL", 40, 540, 700, 570))
+    q = analyse_question("Which country has the most leisure travellers over 65 years of age?")
+    assert best_answer(boxes, q, SIZE, pixels).span.text == "Japan"
+    # one that restates more of the question than the chart title answers from its own words
+    boxes[-1] = tb("INDIA HAS THE MOST LEISURE TRAVELLERS OVER 65 YEARS OF AGE", 40, 540, 700, 570)
+    assert best_answer(boxes, q, SIZE, pixels).span.text == "INDIA"

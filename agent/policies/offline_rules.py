@@ -452,6 +452,12 @@ def _chart_candidate(boxes: list[TextBox], question: Question, size: tuple[int, 
     return Candidate(Span(label.text.strip(), "text", label.box, pick.label), 1.0, support, note, extent)
 
 
+def _coverage(text: str, question: Question) -> float:
+    """Share of the question's term weight in one line."""
+    total = sum(question.terms.values()) or 1.0
+    return sum(question.terms[t] for t in matched_terms(terms_of(text), question)) / total
+
+
 def _same_superlative(question: str, sentence: str) -> bool:
     """The sentence uses the question's own superlative ("most" for "the most"): it states the answer."""
     asked = {m.group() for m in SUPERLATIVE.finditer(question.lower())}
@@ -474,14 +480,14 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
             return Candidate(span, 1.0 + cover_likeness(boxes, question.document_part), (), how)
     # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
     # better than comparing numbers or bars would
-    if (question.extreme and question.answer_kind == "text"
-            and not any(ph.coverage >= 0.6 and _same_superlative(question.text, ph.block.text)
-                        for ph in sentence_phrases(boxes, question, size))):
+    if question.extreme and question.answer_kind == "text":
+        stated = max((ph.coverage for ph in sentence_phrases(boxes, question, size)
+                      if _same_superlative(question.text, ph.block.text)), default=0.0)
         found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
-        if found is None:
-            found = _column_candidate(boxes, question)
-        if found is None:
-            found = _extreme_candidate(boxes, question, size)
+        if found is not None and _coverage(found.support[0].text, question) <= stated:
+            found = None  # the sentence restates more of the question than the chart's title does
+        if found is None and stated < 0.6:
+            found = _column_candidate(boxes, question) or _extreme_candidate(boxes, question, size)
         if found is not None:
             return found
     if question.answer_kind in ("percent", "number", "value") and not question.extreme:
