@@ -704,3 +704,15 @@ def test_a_chart_whose_title_restates_more_of_the_question_than_a_sentence_is_me
     # one that restates more of the question than the chart title answers from its own words
     boxes[-1] = tb("INDIA HAS THE MOST LEISURE TRAVELLERS OVER 65 YEARS OF AGE", 40, 540, 700, 570)
     assert best_answer(boxes, q, SIZE, pixels).span.text == "INDIA"
+
+
+@pytest.mark.parametrize("question, rank, answer", [
+    ("Which country ranks second by the number of leisure travellers over 65?", 2, "India"),
+    ("Which country has the third largest share of leisure travellers over 65?", 3, "Singapore"),
+])
+def test_rank_questions_over_a_bar_chart_take_the_nth_longest_bar(question, rank, answer):
+    pixels, boxes = bar_chart({"Singapore": (120, 40), "Japan": (300, 100), "India": (200, 380)})
+    q = analyse_question(question)
+    assert q.rank == rank
+    cand = best_answer(boxes, q, SIZE, pixels)
+    assert cand.span.text == answer and f"number {rank} by length" in cand.explain()

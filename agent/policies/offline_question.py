@@ -105,6 +105,7 @@ class Question:
     count: int = 0  # how many items the question asks for ("which three groups", "两个关键词"), 0 if not said
     cloze_last: bool = False  # the question ends with its question word ("...发布了什么？"): the answer may precede
     document_part: str = ""  # "title" / "presenter": asks for the document's own title or presenter
+    rank: int = 0  # "which app ranks second" / "the third largest": the place asked for, 0 if none
     also_value: bool = False  # "which project ..., and how much was it?": the label and its value, both
 
 
@@ -190,6 +191,17 @@ def extreme_of(question: str) -> str | None:
     return None
 
 
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5}
+_RANK_ASKED = re.compile(r"\branks? (?:as )?(?:the )?(first|second|third|fourth|fifth|1st|2nd|3rd|4th|5th)\b"
+                         r"|\b(second|third|fourth|fifth|2nd|3rd|4th|5th)[- ](?:most|largest|highest|biggest|greatest)\b")
+
+
+def _rank_asked(question: str) -> int:
+    """The place a question asks for ("ranks second", "the third largest"), 0 if none."""
+    m = _RANK_ASKED.search(question)
+    return _ORDINALS[m.group(1) or m.group(2)] if m else 0
+
+
 def analyse_question(question: str) -> Question:
     # imported here: offline_document reads page layout through offline_layout, which imports this module
     from agent.policies.offline_document import META_TERMS, document_part
@@ -241,6 +253,7 @@ def analyse_question(question: str) -> Question:
         wants_stage=bool(re.search(r"\b(?:which|what) (?:stage|step|phase|period|era|layer|level)s?\b"
                                    r"|(?:哪个|哪一个|哪一|什么)(?:阶段|步|步骤|环节|时期|层|层级)", lowered)),
         aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count, document_part=part,
+        rank=_rank_asked(lowered),
         also_value=bool(re.search(r"\band (?:how (?:much|many)|what (?:is|was|were|are) (?:it|its|their|the (?:amount|value|figure)))\b"
                                   r"|(?:以及|和|并且?).{0,4}(?:多少|几)", lowered)),
     )

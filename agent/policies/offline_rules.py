@@ -438,11 +438,19 @@ def _chart_candidate(boxes: list[TextBox], question: Question, size: tuple[int, 
     bars = bar_ends(pixels, boxes, labels, right, color)
     lengths = sorted((b.end - boxes[b.label].box[2] for b in bars), reverse=True)
     line_h = min(boxes[i].box[3] - boxes[i].box[1] for i in labels)
-    if sum(1 for v in lengths if v > 2 * line_h) < 2 or lengths[0] - lengths[1] < 2:
-        return None  # no measurable bars, or no clear winner
-    pick = (max if question.extreme == "max" else min)(bars, key=lambda b: (b.end, -boxes[b.label].box[1]))
+    if question.rank:  # "which app ranks second": the n-th longest bar, if it is clearly apart from its neighbours
+        n = question.rank
+        if len(lengths) < n or sum(1 for v in lengths if v > 2 * line_h) < n or any(
+                abs(lengths[n - 1] - lengths[k]) < 2 for k in (n - 2, n) if 0 <= k < len(lengths)):
+            return None
+        pick = sorted(bars, key=lambda b: (-b.end, boxes[b.label].box[1]))[n - 1]
+        word = f"number {n} by length"
+    else:
+        if sum(1 for v in lengths if v > 2 * line_h) < 2 or lengths[0] - lengths[1] < 2:
+            return None  # no measurable bars, or no clear winner
+        pick = (max if question.extreme == "max" else min)(bars, key=lambda b: (b.end, -boxes[b.label].box[1]))
+        word = "longest" if question.extreme == "max" else "shortest"
     label = boxes[pick.label]
-    word = "longest" if question.extreme == "max" else "shortest"
     series = f' in the colour of the legend "{short(legend_text)}"' if legend_text else ""
     note = f"its bar is the {word} of {len(bars)}{series}, measured in pixels"
     support = (Support("chart title", title, boxes[title].text, tb, 1.0, "column"),)
@@ -480,6 +488,10 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
             return Candidate(span, 1.0 + cover_likeness(boxes, question.document_part), (), how)
     # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
     # better than comparing numbers or bars would
+    if question.rank and question.answer_kind == "text" and pixels is not None:
+        found = _chart_candidate(boxes, question, size, pixels)  # "ranks second" over a bar chart
+        if found is not None:
+            return found
     if question.extreme and question.answer_kind == "text":
         stated = max((ph.coverage for ph in sentence_phrases(boxes, question, size)
                       if _same_superlative(question.text, ph.block.text)), default=0.0)
