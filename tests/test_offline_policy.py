@@ -716,3 +716,26 @@ def test_rank_questions_over_a_bar_chart_take_the_nth_longest_bar(question, rank
     assert q.rank == rank
     cand = best_answer(boxes, q, SIZE, pixels)
     assert cand.span.text == answer and f"number {rank} by length" in cand.explain()
+
+
+RANK_MAP = [tb("Top Aspirational destinations among Japanese outbound travellers", 38, 106, 494, 123),
+            tb("1 Paris-France", 376, 219, 458, 246), tb("2NY-USA", 235, 230, 297, 256), tb("3 Rome-Italy", 415, 260, 491, 288),
+            tb("4 Hawaii", 639, 297, 694, 325), tb("Okinawa (#7), Kyoto (#12) and", 428, 339, 629, 358),
+            tb("Hokkaido (#18) are the 3 top", 435, 356, 620, 375), tb("domestic aspirations destinations", 420, 375, 635, 392)]
+
+
+@pytest.mark.parametrize("question, answer", [
+    ("Where does Hawaii rank among the aspirational destinations of Japanese outbound travellers?", "4"),
+    ("What is Kyoto's rank among Japanese domestic aspiration destinations?", "12"),
+    ("What is Okinawa's rank among Japanese domestic aspiration destinations?", "7"),
+])
+def test_ranks_are_read_from_ranked_lists_and_bracketed_notes(question, answer):
+    assert best_answer(RANK_MAP, analyse_question(question), (731, 548)).span.text == answer
+
+
+def test_phone_questions_read_the_number_as_printed_and_title_slide_is_not_a_title_question():
+    boxes = [tb("APAC ONLINE TRAVEL", 36, 137, 579, 185), tb("SUSHANT SHARMA", 39, 446, 214, 466),
+             tb("E: SUSHANT.MAILS@GMAIL.COM", 38, 469, 338, 490), tb("M:+852 6571 1590", 40, 495, 205, 512)]
+    q = analyse_question("What mobile phone number does Sushant Sharma list on the title slide?")
+    assert q.wants_phone and q.document_part == ""
+    assert best_answer(boxes, q, (731, 548)).span.text == "+852 6571 1590"

@@ -49,7 +49,7 @@ def document_part(question: str) -> str:
     elif (re.search(r"\bwho\b|\bname of the (?:author|presenter|speaker)", q)
           and (_PERSON_EN.search(q) or (_WHO_MADE_EN.search(q) and re.search(rf"\b{_DOC_EN}\b", q)))):
         return "presenter"
-    if _PART_OF_DOC.search(q):
+    if _PART_OF_DOC.search(q) or re.search(r"\btitle (?:slide|page)\b", q):
         return ""  # the title of a chapter or a chart is read like any other label
     if (_TITLE_ZH if CJK.search(q) else _TITLE_EN).search(q):
         return "title"

@@ -98,6 +98,7 @@ class Question:
     wants_website: bool = False  # "which website ...": a domain name
     wants_source: bool = False  # "where does the data come from": a slide's "Source: ..." line
     wants_email: bool = False  # "what is the email address": an address with an @
+    wants_phone: bool = False  # "what phone number": a telephone number as printed
     wants_stage: bool = False  # "in which stage / step / phase ...": the heading of the part that holds it
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # term -> other spellings on pages
     cloze: str = ""  # Chinese: the two characters just before the question word ("围绕" in "围绕哪几个方面",
@@ -105,6 +106,7 @@ class Question:
     count: int = 0  # how many items the question asks for ("which three groups", "两个关键词"), 0 if not said
     cloze_last: bool = False  # the question ends with its question word ("...发布了什么？"): the answer may precede
     document_part: str = ""  # "title" / "presenter": asks for the document's own title or presenter
+    asks_rank: bool = False  # "where does Japan rank", "排名第几": the answer is a place in a ranking
     rank: int = 0  # "which app ranks second" / "the third largest": the place asked for, 0 if none
     also_value: bool = False  # "which project ..., and how much was it?": the label and its value, both
 
@@ -250,10 +252,12 @@ def analyse_question(question: str) -> Question:
                                     r"figures?|numbers?|chart|table|statistics)\b|\b(data|figures?|numbers?|information|"
                                     r"statistics)\b.*\bcomes? from\b|数据来源|来源是|出处", lowered)),
         wants_email=bool(re.search(r"\be-?mail\b|邮箱|电子邮件", lowered)),
+        wants_phone=bool(re.search(r"\b(?:phone|telephone|tel|mobile number|contact number)\b|电话|手机", lowered)),
         wants_stage=bool(re.search(r"\b(?:which|what) (?:stage|step|phase|period|era|layer|level)s?\b"
                                    r"|(?:哪个|哪一个|哪一|什么)(?:阶段|步|步骤|环节|时期|层|层级)", lowered)),
         aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count, document_part=part,
         rank=_rank_asked(lowered),
+        asks_rank=bool(re.search(r"\brank(?:ed|s|ing)?\b|排名|排第", lowered)) and answer_kind_of(text) == "number",
         also_value=bool(re.search(r"\band (?:how (?:much|many)|what (?:is|was|were|are) (?:it|its|their|the (?:amount|value|figure)))\b"
                                   r"|(?:以及|和|并且?).{0,4}(?:多少|几)", lowered)),
     )

@@ -110,7 +110,16 @@ def _support_for(span: Span, question: Question, boxes: list[TextBox], anchors: 
                 if span.kind != "text" and sentence:
                     # in a sentence, the number beside the term ("Kyoto (#12)") is the one it states
                     s /= 1.0 + _char_distance(boxes[i].text, span, term, question) / 30.0
-                s *= 0.5 if titles[i] else 1.0  # a slide title mentions things in passing
+                    note_of = _noted_word(boxes[i].text, span)
+                    if note_of is not None:  # "Okinawa (#7), Kyoto (#12)": a note in brackets belongs to the word before it
+                        s *= 1.0 if any(fuzzy_equal(term, t) or t in question.aliases.get(term, ()) for t in terms_of(note_of)) else 0.4
+                ranked_line = _leading_rank(boxes[i].text)
+                if ranked_line is not None and (
+                        (span.kind != "text" and span.start == ranked_line[0] and question.asks_rank)
+                        or (span.kind == "text" and term == ranked_line[1])):
+                    s = 1.0  # "4 Hawaii": the rank a ranked list writes before the name, and the name at a rank
+                elif titles[i]:
+                    s *= 0.5  # a slide title mentions things in passing
             else:
                 s, how = relation(span.box, boxes[i].box, size)
                 s *= quality[i]
@@ -147,6 +156,18 @@ def _leads_into(before: str, cloze: str) -> bool:
 
 
 _BULLET = re.compile(r"^\s*[•·●○■□◆▪‣∙*]")
+
+
+def _leading_rank(text: str) -> tuple[int, str] | None:
+    """For a line of a ranked list ("4 Hawaii", "3London-UK"): where its rank starts and the rank as a term."""
+    m = re.match(r"\s*[#]?(\d{1,2})[.)、]?\s*(?=[^\W\d_])", text)
+    return (m.start(1), m.group(1)) if m else None
+
+
+def _noted_word(text: str, span: Span) -> str | None:
+    """For a number in brackets right after a word ("Kyoto (#12)"), that word; else None."""
+    m = re.search(r"([^\W\d_][\w'-]*)\s*[(（]\s*#?\s*$", text[: span.start])
+    return m.group(1) if m and re.match(r"\s*[)）]", text[span.end:]) else None
 
 
 def _char_distance(text: str, span: Span, term: str, question: Question) -> float:
@@ -460,6 +481,20 @@ def _chart_candidate(boxes: list[TextBox], question: Question, size: tuple[int, 
     return Candidate(Span(label.text.strip(), "text", label.box, pick.label), 1.0, support, note, extent)
 
 
+PHONE = re.compile(r"\+?\(?\d[\d ()-]{6,}\d")
+
+
+def _phone_candidate(boxes: list[TextBox], question: Question) -> Candidate | None:
+    """For "what phone number ...": a telephone number as printed, on the line nearest a question term."""
+    phones = [(i, m) for i, b in enumerate(boxes) for m in PHONE.finditer(b.text) if sum(c.isdigit() for c in m.group()) >= 7]
+    if not phones:
+        return None
+    anchors = [b.box for b in boxes if matched_terms(terms_of(b.text), question)]
+    i, m = min(phones, key=lambda p: (min((_distance(boxes[p[0]].box, a) for a in anchors), default=0.0), p[0]))
+    span = Span(m.group().strip(), "text", boxes[i].box, i, None, m.start(), m.end())
+    return Candidate(span, 1.5, (), "the telephone number printed nearest the question's words")
+
+
 def _coverage(text: str, question: Question) -> float:
     """Share of the question's term weight in one line."""
     total = sum(question.terms.values()) or 1.0
@@ -488,6 +523,10 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
             return Candidate(span, 1.0 + cover_likeness(boxes, question.document_part), (), how)
     # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
     # better than comparing numbers or bars would
+    if question.wants_phone:
+        found = _phone_candidate(boxes, question)
+        if found is not None:
+            return found
     if question.rank and question.answer_kind == "text" and pixels is not None:
         found = _chart_candidate(boxes, question, size, pixels)  # "ranks second" over a bar chart
         if found is not None:
