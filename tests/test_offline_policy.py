@@ -739,3 +739,13 @@ def test_phone_questions_read_the_number_as_printed_and_title_slide_is_not_a_tit
     q = analyse_question("What mobile phone number does Sushant Sharma list on the title slide?")
     assert q.wants_phone and q.document_part == ""
     assert best_answer(boxes, q, (731, 548)).span.text == "+852 6571 1590"
+
+
+def test_a_crop_keeps_a_structural_pick_it_still_reads_even_if_ocr_runs_labels_together():
+    q = analyse_question("How much are international business departures by Indonesian women expected to grow?")
+    assert best_answer(GROWTH, q, (731, 548)).span.text == "+288%"
+    # on the zoomed crop OCR ran "Indonesia" and "Japan" into one label, which names two columns
+    crop = [b for b in GROWTH if b.text not in ("Indonesia", "Japan")] + [tb("Indonesia Japan", 585, 429, 645, 439)]
+    assert best_answer(crop, q, (731, 548)).span.text != "+288%"  # its own best is another column's value
+    kept = answer_on_crop(crop, q, (731, 548), "+288%", structural=True)
+    assert kept.span.text == "+288%" and "page's pick" in kept.explain()

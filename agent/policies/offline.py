@@ -209,7 +209,8 @@ class OfflinePolicy:
             if step.reply.action == "bbox":
                 # the crop was cut to read the candidate chosen on the image before it
                 parent = found[-1].candidate if found and found[-1].candidate else None
-                cand = answer_on_crop(boxes, question, size, parent.span.text if parent else None, pixels)
+                cand = answer_on_crop(boxes, question, size, parent.span.text if parent else None, pixels,
+                                      structural=bool(parent and parent.note))
                 found.append(Evidence(i, "crop", size, len(boxes), match, cand))
             else:
                 choice = choose_region(boxes, question, size, pixels)

@@ -395,7 +395,9 @@ def _column_lookup(boxes: list[TextBox], question: Question) -> Candidate | None
     """For "what is the growth for India" over a column chart that prints its values: the value printed
     above the one category label the question names (offline_values.py)."""
     pairs = labelled_values(boxes)
-    named = [p for p in pairs if matched_terms(terms_of(boxes[p[0]].text), question)]
+    # a label that OCR ran together with its neighbour ("Indonesia Japan") names two columns: not this one
+    named = [p for p in pairs if matched_terms(terms_of(boxes[p[0]].text), question)
+             and all(matched_terms([t], question) for t in terms_of(boxes[p[0]].text))]
     if len(named) != 1:
         return None  # no category named, or several: the usual ranking decides
     label, line, _ = named[0]
@@ -589,16 +591,22 @@ def _same_reading(a: str, b: str) -> bool:
 
 
 def answer_on_crop(boxes: list[TextBox], question: Question, size: tuple[int, int], expected: str | None,
-                   pixels: np.ndarray | None = None, keep_ratio: float = 0.5) -> Candidate | None:
+                   pixels: np.ndarray | None = None, keep_ratio: float = 0.5, structural: bool = False) -> Candidate | None:
     """The answer read from a zoomed crop, given the candidate the crop was chosen for.
 
     A crop cuts away context (the title, far headers), so its own ranking is less sure than the
     page's. If the crop still reads the expected candidate with a score close to its best
-    (`keep_ratio`), that sharper reading wins; otherwise the crop's best does.
+    (`keep_ratio`), that sharper reading wins; otherwise the crop's best does. When the page's pick
+    came from the page's structure (`structural`: a chart measured, a value read above its column),
+    which a crop may cut or OCR may run together, any sharper reading of that same text keeps it.
     """
     best = best_answer(boxes, question, size, pixels)
     if best is None or expected is None:
         return best
+    if structural and not _same_reading(best.span.text, expected):
+        same = [sp for sp in spans_of(boxes) if _same_reading(sp.text, expected)]
+        if same:
+            return Candidate(same[0], best.score, (), "the page's pick, read again on the zoomed region")
     if _same_reading(best.span.text, expected):
         # the same text; a zoomed OCR sometimes drops the spaces between words ("SUSHANTSHARMA")
         if " " in expected.strip() and " " not in best.span.text.strip():
