@@ -749,3 +749,19 @@ def test_a_crop_keeps_a_structural_pick_it_still_reads_even_if_ocr_runs_labels_t
     kept = answer_on_crop(crop, q, (731, 548), "+288%", structural=True)
     assert kept.span.text == "+288%"
     assert answer_on_crop(crop, q, (731, 548), "+999%", structural=True).span.text != "+999%"  # not on the crop: it decides
+
+
+def test_extreme_questions_skip_labels_set_aside_and_catch_all_categories():
+    pixels, boxes = bar_chart({"Singapore": (120, 40), "Japan": (300, 100), "Other": (20, 10)})
+    q = analyse_question("Which country has the smallest proportion of leisure travellers over 65?")
+    assert best_answer(boxes, q, SIZE, pixels).span.text == "Singapore"  # "Other" lumps countries together
+    q = analyse_question("Apart from Singapore, which country has the smallest proportion of leisure travellers over 65?")
+    assert q.excluded == ("singapore",)
+    assert best_answer(boxes, q, SIZE, pixels).span.text == "Japan"
+
+
+def test_chinese_cloze_skips_the_particles_between_the_question_words_and_the_answer():
+    q = analyse_question("第一章节页上说数据中心网络面临的是什么？")
+    assert q.cloze == "面临"
+    boxes = [tb("APSARA云栖大会", 20, 22, 116, 37), tb("数据中心网络面临的挑战", 128, 176, 419, 208), tb("01", 129, 247, 173, 285)]
+    assert best_answer(boxes, q, (844, 475)).span.text == "挑战"

@@ -66,6 +66,7 @@ def cloze_spans(boxes: list[TextBox], question: Question) -> list[Span]:
         if at < 0:
             continue
         start = at + len(question.cloze)
+        start += len(b.text[start:]) - len(b.text[start:].lstrip("的了是"))  # "面临的挑战" for "面临的是什么"
         end = start + len(re.split(r"[的，。,;；：:]", b.text[start:])[0])
         if len(b.text[start:end].strip()) < 2 and question.cloze_last:  # nothing after: the clause before
             end = at

@@ -107,6 +107,7 @@ class Question:
     cloze_last: bool = False  # the question ends with its question word ("...发布了什么？"): the answer may precede
     document_part: str = ""  # "title" / "presenter": asks for the document's own title or presenter
     asks_rank: bool = False  # "where does Japan rank", "排名第几": the answer is a place in a ranking
+    excluded: tuple[str, ...] = ()  # "apart from 'Other'", "除了X": labels the answer must not be
     rank: int = 0  # "which app ranks second" / "the third largest": the place asked for, 0 if none
     also_value: bool = False  # "which project ..., and how much was it?": the label and its value, both
 
@@ -239,7 +240,7 @@ def analyse_question(question: str) -> Question:
     wh = re.search(r"多少|哪|什么|几|谁", text) if language == "zh" else None
     if wh:
         before = re.findall(r"[\u4e00-\u9fff]+", text[: wh.start()])
-        run = before[-1].rstrip("了的") if before else ""  # "发布了什么" -> "发布"
+        run = before[-1].rstrip("了的是") if before else ""  # "发布了什么" -> "发布", "面临的是什么" -> "面临"
         if len(run) >= 2 and not set(run[-2:]) & set("是有的了在为对"):
             cloze = run[-2:]
             cloze_last = not re.search(r"[\u4e00-\u9fffA-Za-z0-9]", re.sub(r"^(多少|哪[一个些几家项种类]*|什么|几[个家项种]?|谁)", "", text[wh.start():]))
@@ -257,6 +258,9 @@ def analyse_question(question: str) -> Question:
                                    r"|(?:哪个|哪一个|哪一|什么)(?:阶段|步|步骤|环节|时期|层|层级)", lowered)),
         aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count, document_part=part,
         rank=_rank_asked(lowered),
+        excluded=tuple(m.strip(" '\"‘’“”") for m in re.findall(
+            r"(?:apart from|except(?: for)?|other than|excluding|besides|除了|除)\s*(['\"‘“][^'\"’”]+['\"’”]|[^,，?？]+?)(?=[,，?？]|$)",
+            lowered)),
         asks_rank=bool(re.search(r"\brank(?:ed|s|ing)?\b|排名|排第", lowered)) and answer_kind_of(text) == "number",
         also_value=bool(re.search(r"\band (?:how (?:much|many)|what (?:is|was|were|are) (?:it|its|their|the (?:amount|value|figure)))\b"
                                   r"|(?:以及|和|并且?).{0,4}(?:多少|几)", lowered)),

@@ -377,7 +377,7 @@ def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int
 def _column_candidate(boxes: list[TextBox], question: Question) -> Candidate | None:
     """For "which X has the largest Y" over a column chart that prints its values: the category whose
     printed value is the extreme one (offline_values.py); with its value if the question asks for both."""
-    pairs = labelled_values(boxes)
+    pairs = [p for p in labelled_values(boxes) if not excluded_label(boxes[p[0]].text, question)]
     if not pairs:
         return None
     label, line, _ = (max if question.extreme == "max" else min)(pairs, key=lambda p: (p[2], -p[0]))
@@ -458,6 +458,7 @@ def _chart_candidate(boxes: list[TextBox], question: Question, size: tuple[int, 
         if color is not None:
             legend_text, legend_box = boxes[i].text, boxes[i].box
             break
+    labels = [i for i in labels if not excluded_label(boxes[i].text, question)]
     bars = bar_ends(pixels, boxes, labels, right, color)
     lengths = sorted((b.end - boxes[b.label].box[2] for b in bars), reverse=True)
     line_h = min(boxes[i].box[3] - boxes[i].box[1] for i in labels)
@@ -495,6 +496,18 @@ def _phone_candidate(boxes: list[TextBox], question: Question) -> Candidate | No
     i, m = min(phones, key=lambda p: (min((_distance(boxes[p[0]].box, a) for a in anchors), default=0.0), p[0]))
     span = Span(m.group().strip(), "text", boxes[i].box, i, None, m.start(), m.end())
     return Candidate(span, 1.5, (), "the telephone number printed nearest the question's words")
+
+
+_CATCH_ALL = re.compile(r"^\s*(?:others?|other \w+|misc\.?|miscellaneous|n/?a|其他|其它)\s*$", re.IGNORECASE)
+
+
+def excluded_label(text: str, question: Question) -> bool:
+    """A label an extreme question cannot mean: one it sets aside ("apart from 'Other'"), or a catch-all
+    ("Other", "其他") that lumps categories together, unless the question names it."""
+    t = " ".join(text.lower().split())
+    if any(x and (x == t or x in t) for x in question.excluded):
+        return True
+    return bool(_CATCH_ALL.match(t)) and not re.search(r"\bothers?\b|其他|其它", question.text.lower())
 
 
 def _coverage(text: str, question: Question) -> float:
