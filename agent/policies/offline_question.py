@@ -259,7 +259,7 @@ def analyse_question(question: str) -> Question:
         aliases=aliases, cloze=cloze, cloze_last=cloze_last, count=count, document_part=part,
         rank=_rank_asked(lowered),
         excluded=tuple(m.strip(" '\"‘’“”") for m in re.findall(
-            r"(?:apart from|except(?: for)?|other than|excluding|besides|除了|除)\s*(['\"‘“][^'\"’”]+['\"’”]|[^,，?？]+?)(?=[,，?？]|$)",
+            r"(?:apart from|except(?: for)?|other than|excluding|besides|除了)\s*(['\"‘“][^'\"’”]+['\"’”]|[^,，?？]+?)(?=[,，?？]|$)",
             lowered)),
         asks_rank=bool(re.search(r"\brank(?:ed|s|ing)?\b|排名|排第", lowered)) and answer_kind_of(text) == "number",
         also_value=bool(re.search(r"\band (?:how (?:much|many)|what (?:is|was|were|are) (?:it|its|their|the (?:amount|value|figure)))\b"
