@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/offline_policy_accuracy.py --split dev     # tune on this one only
     .venv/bin/python bench/offline_policy_accuracy.py --split test    # held out: run only to report
-    .venv/bin/python bench/offline_policy_accuracy.py --questions bench/questions/offline_fresh.json  # see its README
+    .venv/bin/python bench/offline_policy_accuracy.py --questions bench/questions/offline_policy/fresh.json  # see its README
 
 Runs every question of bench/questions/vrag_demo_{split}.json through `agent.loop.run_episode` with
 the offline policy over a DocumentIndex of the demo pages (../shared/corpus/vrag-demo; built once
