@@ -374,6 +374,10 @@ def _extreme_candidate(boxes: list[TextBox], question: Question, size: tuple[int
     return Candidate(span, pick.score, support, note)
 
 
+def _union(xs: list[Box]) -> Box:
+    return (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+
+
 def _column_candidate(boxes: list[TextBox], question: Question) -> Candidate | None:
     """For "which X has the largest Y" over a column chart that prints its values: the category whose
     printed value is the extreme one (offline_values.py); with its value if the question asks for both."""
@@ -385,8 +389,7 @@ def _column_candidate(boxes: list[TextBox], question: Question) -> Candidate | N
     text = boxes[label].text.strip() + (f", {value}" if question.also_value else "")
     word = "highest" if question.extreme == "max" else "lowest"
     note = f"{value} is the {word} of the {len(pairs)} values printed above the categories"
-    xs = [boxes[i].box for p in pairs for i in p[:2]]
-    extent = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+    extent = _union([boxes[i].box for p in pairs for i in p[:2]])
     support = (Support("extreme", line, value, boxes[line].box, 1.0, "column"),)
     return Candidate(Span(text, "text", boxes[label].box, label), 1.0, support, note, extent)
 
@@ -401,10 +404,8 @@ def _column_lookup(boxes: list[TextBox], question: Question) -> Candidate | None
     if len(named) != 1:
         return None  # no category named, or several: the usual ranking decides
     label, line, _ = named[0]
-    value = boxes[line].text.strip()
     note = f'printed above the category "{short(boxes[label].text)}" of a column chart'
-    xs = [boxes[i].box for p in pairs for i in p[:2]]
-    extent = (min(b[0] for b in xs), min(b[1] for b in xs), max(b[2] for b in xs), max(b[3] for b in xs))
+    extent = _union([boxes[i].box for p in pairs for i in p[:2]])
     span = next((sp for sp in spans_of([boxes[line]]) if sp.kind != "text"), None)
     if span is None:
         return None
@@ -536,8 +537,6 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
         if found is not None:
             span, how = found
             return Candidate(span, 1.0 + cover_likeness(boxes, question.document_part), (), how)
-    # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
-    # better than comparing numbers or bars would
     if question.wants_phone:
         found = _phone_candidate(boxes, question)
         if found is not None:
@@ -547,6 +546,8 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
         if found is not None:
             return found
     if question.extreme and question.answer_kind == "text":
+        # a sentence that states most of the question ("India has the lowest ratio of ...") answers it
+        # better than comparing numbers or bars would, unless a chart's title restates more of it
         stated = max((ph.coverage for ph in sentence_phrases(boxes, question, size)
                       if _same_superlative(question.text, ph.block.text)), default=0.0)
         found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
