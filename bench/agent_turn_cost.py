@@ -123,7 +123,7 @@ def main() -> int:
     # First Pillow's default (every freed image goes back to the OS), then as the app and the CLI
     # run the loop (protocol.reuse_page_memory(): freed blocks are kept for the next page).
     for label, blocks in (("pillow_default", 0), ("as_run", protocol.PAGE_MEMORY_BLOCKS)):
-        Image.core.set_blocks_max(blocks)
+        protocol.reuse_page_memory(blocks)
         time_turns(page, 1)  # warm-up (imports, allocator)
         wall, cpu = time_turns(page, args.repeat)
         result[label] = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from agent.policies.offline_layout import Box, Span, looks_like_name
+from agent.policies.offline_layout import Box, Span, looks_like_name, median_height
 from agent.policies.offline_question import CJK
 from search_engine.types import TextBox
 
@@ -58,11 +58,6 @@ def document_part(question: str) -> str:
 
 def _height(b: TextBox) -> float:
     return b.box[3] - b.box[1]
-
-
-def _median_height(boxes: list[TextBox]) -> float:
-    heights = sorted(_height(b) for b in boxes)
-    return heights[len(heights) // 2] if heights else 0.0
 
 
 def title_block(boxes: list[TextBox]) -> list[int]:
@@ -129,7 +124,7 @@ def cover_likeness(boxes: list[TextBox], part: str) -> float:
     title = title_block(boxes)
     if not title:
         return 0.0
-    ratio = _height(boxes[title[0]]) / (_median_height(boxes) or 1.0)
+    ratio = _height(boxes[title[0]]) / (median_height(boxes) or 1.0)
     score = min(1.0, max(0.0, (ratio - 1.0) / 0.6)) * (1.0 if len(boxes) <= 12 else 0.5)  # 1 from 1.6x the median type
     has_name = presenter_line(boxes, title) is not None
     if part == "presenter":

@@ -218,10 +218,15 @@ def short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def median_height(boxes: list[TextBox]) -> float:
+    """The height of the page's median line: its body text size (0 for no lines)."""
+    heights = sorted(b.box[3] - b.box[1] for b in boxes)
+    return heights[len(heights) // 2] if heights else 0.0
+
+
 def tall_lines(boxes: list[TextBox]) -> list[bool]:
     """Lines in a much larger font than the page's median line (slide titles, section headings)."""
-    heights = sorted(b.box[3] - b.box[1] for b in boxes)
-    body = heights[len(heights) // 2] if heights else 0.0
+    body = median_height(boxes)
     return [bool(body) and b.box[3] - b.box[1] > 1.4 * body for b in boxes]
 
 

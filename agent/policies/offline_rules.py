@@ -36,7 +36,9 @@ from agent.policies.offline_layout import (
 )
 from agent.policies.offline_values import labelled_values
 from agent.policies.offline_sentences import blocks_of, phrase_box, sentence_phrases
-from agent.policies.offline_question import NUMBER_KINDS, SUPERLATIVE, CJK, Question, fuzzy_equal, matched_terms, terms_of
+from agent.policies.offline_question import (
+    CJK, NUMBER_KINDS, SUPERLATIVE, Question, fuzzy_equal, matched_terms, page_match, terms_of,
+)
 from search_engine.types import TextBox
 
 # --- ranking -----------------------------------------------------------------------------------
@@ -511,12 +513,6 @@ def excluded_label(text: str, question: Question) -> bool:
     return bool(_CATCH_ALL.match(t)) and not re.search(r"\bothers?\b|其他|其它", question.text.lower())
 
 
-def _coverage(text: str, question: Question) -> float:
-    """Share of the question's term weight in one line."""
-    total = sum(question.terms.values()) or 1.0
-    return sum(question.terms[t] for t in matched_terms(terms_of(text), question)) / total
-
-
 def _same_superlative(question: str, sentence: str) -> bool:
     """The sentence uses the question's own superlative ("most" for "the most"): it states the answer."""
     asked = {m.group() for m in SUPERLATIVE.finditer(question.lower())}
@@ -551,7 +547,7 @@ def best_answer(boxes: list[TextBox], question: Question, size: tuple[int, int],
         stated = max((ph.coverage for ph in sentence_phrases(boxes, question, size)
                       if _same_superlative(question.text, ph.block.text)), default=0.0)
         found = _chart_candidate(boxes, question, size, pixels) if pixels is not None else None
-        if found is not None and _coverage(found.support[0].text, question) <= stated:
+        if found is not None and page_match([boxes[found.support[0].line]], question) <= stated:
             found = None  # the sentence restates more of the question than the chart's title does
         if found is None and stated < 0.6:
             found = _column_candidate(boxes, question) or _extreme_candidate(boxes, question, size)
