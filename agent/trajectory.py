@@ -117,6 +117,7 @@ class Trajectory:
     answer: str | None = None
     finished: bool = False  # True once an <answer> was given
     error: str | None = None  # an infrastructure failure that ended the run (server down, ...)
+    stopped: bool = False  # the user stopped the run before it finished (not an error)
     config: dict = field(default_factory=dict)  # max_turns, top_k, index, ...
     gold: dict = field(default_factory=dict)  # optional: {"answer": str, "pages": [page ids]}
     rewards: dict[str, float] = field(default_factory=dict)
@@ -125,6 +126,21 @@ class Trajectory:
     schema_version: int = SCHEMA_VERSION
     # in-memory only: JPEG bytes of images not yet written, keyed by ImageView.file
     images: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def outcome(self) -> str:
+        """One word for lists and filters: answered, stopped, error, no answer, or unfinished.
+
+        A user's stop is not an error; "no answer" is a budget spent without an <answer>;
+        "unfinished" is a run still going, or one whose process died before it ended.
+        """
+        if self.finished:
+            return "answered"
+        if self.stopped:
+            return "stopped"
+        if self.error:
+            return "error"
+        return "no answer" if self.answer is not None else "unfinished"
 
     @property
     def retrieved_pages(self) -> list[str]:
