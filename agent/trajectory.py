@@ -236,6 +236,18 @@ class TrajectoryStore:
     def load(self, trajectory_id: str) -> Trajectory:
         return Trajectory.load(self.path(trajectory_id))
 
+    def delete(self, trajectory_id: str) -> None:
+        """Remove a saved trajectory: renamed out of the listing at once, then its files deleted.
+
+        KeyError if the store has no trajectory of that id.
+        """
+        folder = self.path(trajectory_id)
+        if not (folder / TRAJECTORY_FILE).is_file():
+            raise KeyError(f"no trajectory {trajectory_id!r} in {self.root}")
+        doomed = folder.with_name(f".deleted-{folder.name}-{uuid.uuid4().hex[:6]}")
+        folder.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
     def ids(self) -> list[str]:
         if not self.root.is_dir():
             return []

@@ -18,37 +18,25 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
+from agent import workspace
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_ENV = "VRAG_STUDIO_DATA"  # the data root (default ./data, git-ignored)
+ROOT = workspace.ROOT
+DATA_ENV = workspace.DATA_ENV
 INDEX_ENV = "VRAG_STUDIO_INDEX"  # the index active at start: a name under data/indexes/ or a folder path
 INDEX_MARKERS = ("config.json", "manifest.json")  # a folder holding one of these is an index (search_engine/store.py)
 INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-# --- where data lives ------------------------------------------------------------------------
+# --- where data lives (agent/workspace.py) ------------------------------------------------------
 
-
-def data_root() -> Path:
-    return Path(os.environ.get(DATA_ENV) or ROOT / "data").resolve()
-
-
-def indexes_dir() -> Path:
-    return data_root() / "indexes"
-
-
-def trajectories_dir() -> Path:
-    return data_root() / "trajectories"
-
-
-def samples_dir() -> Path:
-    return data_root() / "samples"
+data_root, indexes_dir, trajectories_dir, samples_dir = workspace.data_root, workspace.indexes_dir, workspace.trajectories_dir, workspace.samples_dir
 
 
 def is_index_folder(folder: Path) -> bool:
@@ -101,28 +89,7 @@ def set_active_index(name: str) -> None:
 # --- per-session settings ----------------------------------------------------------------------
 
 
-@dataclass
-class Settings:
-    """What the Settings page edits; defaults come from the environment so a deployment can preset them."""
-
-    base_url: str = ""  # the OpenAI-compatible model server (vLLM)
-    model: str = ""  # the served model name
-    api_key: str = "EMPTY"
-    transformers_model: str = ""  # a local Qwen2.5-VL folder for the in-process policy
-    search_url: str = ""  # "" = search the active index in this process; else our search server's URL
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        return cls(
-            base_url=os.environ.get("VRAG_BASE_URL", "http://127.0.0.1:8001/v1"),
-            model=os.environ.get("VRAG_MODEL", "Qwen/Qwen2.5-VL-7B-Instruct"),
-            api_key=os.environ.get("VRAG_API_KEY", "EMPTY"),
-            transformers_model=os.environ.get("VRAG_TRANSFORMERS_MODEL", ""),
-            search_url=os.environ.get("VRAG_SEARCH_URL", ""),
-        )
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+Settings = workspace.Settings
 
 
 def settings() -> Settings:

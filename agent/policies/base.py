@@ -22,9 +22,16 @@ class Completion:
 class PolicyError(RuntimeError):
     """The policy could not produce a reply (server down, timeout, context too long, missing weights).
 
-    The message names the endpoint or model and what to do; the loop records it on the trajectory
-    and stops, keeping the turns so far.
+    The message names the endpoint or model and what went wrong, in words for a person (no shell
+    syntax); the loop records it on the trajectory and stops, keeping the turns so far. What to do
+    about it depends on where the person is: `cli_hint` speaks of flags and commands (the CLI
+    prints it), `app_hint` of pages and fields (the app shows it). Either may be None.
     """
+
+    def __init__(self, message: str, *, cli_hint: str | None = None, app_hint: str | None = None):
+        super().__init__(message)
+        self.cli_hint = cli_hint
+        self.app_hint = app_hint
 
 
 class Policy(Protocol):
