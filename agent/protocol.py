@@ -203,6 +203,19 @@ def training_crop_box(bbox: Box, last_input_size: tuple[int, int], page_size: tu
     return [float(v) for v in area]
 
 
+def bbox_on_page(crop: str, bbox: Box, acted_on: ImageView, page_size: tuple[float, float]) -> Box:
+    """Where a bbox lands on its page by the `crop` rule, before padding and clamping (page pixels).
+
+    demo: in the pixels of the image it was written on (`acted_on`, a page or a crop of it);
+    training: the last image's pixels scaled onto the whole page, as the training loop crops.
+    """
+    if crop == "demo":
+        return acted_on.model_to_page(list(bbox))
+    w, h = acted_on.input_size
+    rw, rh = page_size
+    return [rw * bbox[0] / w, rh * bbox[1] / h, rw * bbox[2] / w, rh * bbox[3] / h]
+
+
 def crop_page(page: Image.Image, region: Box) -> Image.Image:
     return page.crop(pil_crop_box(region))
 
