@@ -126,8 +126,9 @@ class _Either:
 
 def run_eval(examples: list[Example], pool: ReplicaPool, searcher: Searcher, config: AgentConfig, run: EvalRun, *,
              concurrency: int = 1, judge: LLMJudge | None = None, weights: RewardWeights = RELEASED_WEIGHTS,
-             progress: Progress | None = None, stop: threading.Event | None = None) -> Iterator[ExampleResult]:
-    """Run every question of `examples` not yet done in `run`, `concurrency` at a time; yield each result as it finishes.
+             progress: Progress | None = None, stop: threading.Event | None = None, resume: bool = True) -> Iterator[ExampleResult]:
+    """Run every question of `examples` not yet done in `run` (every one if not `resume`),
+    `concurrency` at a time; yield each result as it finishes.
 
     `progress` is called once before the first question and after each one. `stop` (set from
     another thread, e.g. a Stop button) lets the episodes in flight end after their current turn
@@ -138,7 +139,7 @@ def run_eval(examples: list[Example], pool: ReplicaPool, searcher: Searcher, con
         raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
     closed = threading.Event()
     halt = _Either(stop, closed)
-    todo = run.todo(examples)
+    todo = run.todo(examples) if resume else list(examples)
     skipped = len(examples) - len(todo)
     searcher = shared_searcher(searcher)
     for replica in pool.replicas:
