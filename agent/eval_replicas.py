@@ -112,14 +112,16 @@ class ReplicaPool:
             replica.failures += 1
             replica.last_error = str(failure)
             strikes = replica.failures
-        if len(self.replicas) == 1:  # the only server: every episode keeps trying it
-            return
+            if len(self.replicas) == 1:  # the only server: every episode keeps trying it
+                return
+            replica.down_until = self._clock() + self.cooldown  # out while it is probed
         answers = self.probe(replica.policy) if self.probe is not None else True
-        if not answers or strikes >= self.max_failures:
+        if answers and strikes < self.max_failures:
             with self._lock:
-                replica.down_until = self._clock() + self.cooldown
-            log.warning("model server %s taken out for %.0f s (%s): %s", replica.name, self.cooldown,
-                        "does not answer" if not answers else f"{strikes} failed calls in a row", failure)
+                replica.down_until = 0.0
+            return
+        log.warning("model server %s taken out for %.0f s (%s): %s", replica.name, self.cooldown,
+                    "does not answer" if not answers else f"{strikes} failed calls in a row", failure)
 
     def status(self) -> list[dict]:
         """Per replica: name, in flight, episodes started, whether it is out now, its last error."""
