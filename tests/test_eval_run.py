@@ -248,3 +248,24 @@ def test_killed_run_resumes_with_every_question_done_once(tmp_path):
     assert [r["uid"] for r in rows] == [f"q{i:02d}" for i in range(n)] and list(rows[0]) == list(COLUMNS)
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["examples"] == n
     assert len(json.loads((out / "results.json").read_text(encoding="utf-8"))["rows"]) == n
+
+
+def test_cli_records_the_protocol_and_refuses_to_resume_with_another(tmp_path, capsys):
+    from agent.__main__ import main
+
+    answers = write_dataset(tmp_path / "set.json", 2)
+    out = tmp_path / "run"
+    argv = ["eval", "--dataset", str(tmp_path / "set.json"), "--index", str(tiny_index_folder() / "index"), "--policy", "vllm",
+            "--model", MODEL, "--out", str(out), "--max-turns", "5"]
+    with FakeOpenAIServer([scripted_replier(answers)] * 6) as server:
+        assert main(argv + ["--base-url", server.base_url, "--protocol", "demo"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["protocol"] == "demo" and "[2/2] q01: wrong" in captured.err
+    assert {TrajectoryStore(out).load(i).config["protocol"] for i in TrajectoryStore(out).ids()} == {"demo"}
+    assert main(argv + ["--base-url", "http://127.0.0.1:1"]) == 2  # the default protocol is training
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out} holds a run with protocol='demo', not protocol='training'") and err.count("\n") == 1
+    assert main(argv + ["--policy", "offline", "--base-url", "http://a", "--base-url", "http://b"]) == 2
+    assert "needs --policy vllm" in capsys.readouterr().err
+    assert main(argv + ["--concurrency", "0"]) == 2
+    assert "--concurrency must be at least 1" in capsys.readouterr().err
