@@ -66,7 +66,7 @@ MAP_PREFIX = "attention:"
 SETTINGS_FILE = "attention.json"  # the record of the current choice
 TOKENS_FILE = "attention-tokens.json"
 SCORE_KEYS = ("attention_bbox_share", "attention_gold_share", "attention_image_mass")
-_FILE_RE = re.compile(r"^attention-[A-Za-z0-9_.-]+\.(npy|json)$")
+_FILE_RE = re.compile(r"^attention(-[A-Za-z0-9_.-]+)?\.(npy|json)$")
 _VIEW_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 Progress = Callable[[str, float], None]  # (stage for people, fraction done 0..1); may raise to cancel

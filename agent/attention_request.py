@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from agent.attention_maps import REDUCTIONS, SELECTIONS, SINK_MODES
 
 TOKEN = "token"
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class MapRequest:
             heads = f"head {self.head}" + ("" if self.layers and self.layers[0] == self.layers[1] else f", {self.reduce} over layers")
         else:
             heads = f"{self.reduce} of heads"
-        sink = {"none": "", "drop": "; attention sinks dropped", "baseline": "; per-image baseline subtracted"}[self.sink]
+        sink = {"none": "", "drop": "; attention sinks dropped", "baseline": "; sink correction: per-image baseline subtracted"}[self.sink]
         return f"{tokens}; {layers}; {heads}{sink}"
 
     def to_dict(self) -> dict:
