@@ -361,12 +361,16 @@ def _maps_for(plan: _Plan, captured: np.ndarray, merge: int, sink: str) -> tuple
 
 
 def compute_maps(loaded: LoadedQwenVL, trajectory: Trajectory, images: Mapping[str, bytes], request: MapRequest,
-                 progress: Progress | None = None) -> MapsResult:
-    """The maps of `request` over `trajectory`, from memory alone (no file is read or written)."""
+                 progress: Progress | None = None, plan: _Plan | None = None) -> MapsResult:
+    """The maps of `request` over `trajectory`, from memory alone (no file is read or written).
+
+    `plan`: the `plan_reforward` of these same arguments when the caller already made it (the
+    service does, to refuse a job that would not fit before queueing it).
+    """
     request.check(loaded.num_layers, loaded.model.config.text_config.num_attention_heads)
     if progress:
         progress("preparing the chat", 0.0)
-    plan = plan_reforward(trajectory, images, loaded.processor, request)
+    plan = plan or plan_reforward(trajectory, images, loaded.processor, request)
     maps: list[AttentionMap] = []
     sink_cells: dict[str, int] = {}
     started = time.perf_counter()
