@@ -187,7 +187,7 @@ class _Plan:
     context: list[int]  # per analysed turn: how many images precede it
     skipped: dict[int, str]
     reply_tokens: ReplyTokens
-    baseline_rows: list[np.ndarray]  # per image: the content-free rows right after it (sink != "none")
+    baseline_rows: list[np.ndarray]  # per image: the rows between it and the next reply (sink != "none")
 
     @property
     def tokens(self) -> int:

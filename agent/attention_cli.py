@@ -130,6 +130,8 @@ def cmd_attention(args) -> int:
     from agent.policies.base import PolicyError
     from agent.trajectory import Trajectory, TrajectoryFormatError
 
+    if args.select == TOKEN and (args.turn is None or args.token_index is None):
+        return _fail("--select token needs --turn N and --token-index K (which token of which turn)", EXIT_USER_ERROR)
     if args.turn is not None and args.turn < 1:
         return _fail(f"--turn counts from 1 (as `ask` prints turns), got {args.turn}", EXIT_USER_ERROR)
     try:

@@ -27,10 +27,11 @@ from pathlib import Path
 from agent.trajectory import ImageView, Trajectory
 
 PATCH = 14  # Qwen2.5-VL's patch size; 2x2 patches merge into one visual token
-PROMPT_TOKENS = 400  # the reference prompt through the chat template
+PROMPT_TOKENS = 168  # the reference prompt through the chat template, without the question (tokenised: 172 with a 17-character question)
 TOKENS_PER_TURN = 12  # chat-template markers around each reply and observation
-FIXED_BYTES = 350 * 2**20  # processor, Python objects and allocator slack around one pass
+FIXED_BYTES = 64 * 2**20  # processor, Python objects and allocator slack around one pass (bench/attention_service.py)
 CAPTURE_ELEMENTS = 1 << 24  # agent/attention_hooks.py RowAttentionRecorder's default max_elements
+REPLY_ROWS = 512  # query rows of one group when not known yet: a long reply
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -134,8 +135,12 @@ def estimate_tokens(trajectory: Trajectory, shape: ModelShape) -> tuple[int, lis
 # --- memory --------------------------------------------------------------------------------------
 
 def memory_bytes(shape: ModelShape, tokens: int, per_image_tokens: list[int], attn_implementation: str = "sdpa",
-                 capture_elements: int = CAPTURE_ELEMENTS) -> dict[str, int]:
-    """Peak memory of one re-forward beyond the weights, by part (bytes); "total" sums the peak."""
+                 rows: int = REPLY_ROWS, capture_elements: int = CAPTURE_ELEMENTS) -> dict[str, int]:
+    """Peak memory of one re-forward beyond the weights, by part (bytes); "total" sums the peak.
+
+    `rows`: the most query rows of one group (a turn's selected tokens); the capture works on
+    chunks of at most `capture_elements` (heads x rows x tokens) probabilities.
+    """
     b, t = shape.dtype_bytes, int(tokens)
     head_dim = shape.hidden // shape.heads
     eager = attn_implementation == "eager"
@@ -148,7 +153,8 @@ def memory_bytes(shape: ModelShape, tokens: int, per_image_tokens: list[int], at
     if eager:  # the full-attention blocks attend within each image
         vision += max(patches, default=0) ** 2 * shape.vision_heads * (2 * b + 4)
     through = p * 3 * 2 * PATCH * PATCH * (4 + b) + 2 * t * shape.hidden * b  # pixel values; input embeddings
-    capture = shape.heads * t * head_dim * 4 + 3 * capture_elements * 4
+    chunk = min(capture_elements, shape.heads * max(1, rows) * t)
+    capture = shape.heads * t * head_dim * 4 + 3 * chunk * 4  # float32 keys; scores, mask and softmax of a chunk
     parts = {"language_layer": language, "vision": vision, "through_pass": through, "capture": capture, "fixed": FIXED_BYTES}
     parts["total"] = max(language + capture, vision) + through + FIXED_BYTES
     return {k: int(v) for k, v in parts.items()}

@@ -233,8 +233,11 @@ def sink_cells(baseline: np.ndarray, factor: float = SINK_FACTOR) -> np.ndarray:
 
 def correct_sinks(values: np.ndarray, baseline: np.ndarray, mode: str, factor: float = SINK_FACTOR) -> np.ndarray:
     """A map of one image with its attention sinks corrected; `baseline` is the same image's map
-    from a content-free query (agent/attention.py uses the chat-template tokens right after the
-    image), same shape, same layers and heads.
+    from a content-free query, same shape, same layers and heads. agent/attention.py takes the
+    tokens between the image and the next reply as that query: `<|vision_end|><|im_end|>\n
+    <|im_start|>assistant` (plus any feedback text sent with the image): template tokens, not words
+    the model wrote, so their attention shows where the image draws attention whatever is being
+    written, its sinks first of all.
 
     - "none": unchanged.
     - "drop": the sink cells (`sink_cells` of the baseline) are set to zero and the rest is scaled

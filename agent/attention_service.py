@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.attention import AttentionError, MapsResult, compute_maps, plan_reforward
 from agent.attention_cost import (
+    REPLY_ROWS,
     ModelShape,
     ReforwardEstimate,
     available_bytes,
@@ -293,6 +294,8 @@ class AttentionWorker:
         self.memory_budget = limits.memory_bytes if limits.memory_bytes is not None else int(MEMORY_SHARE * available_bytes(loaded.device))
         self.flops = measure_flops(loaded.device, self.shape.dtype)
         self.queue = JobQueue(self.run, limits.max_queued, limits.keep_finished)
+        # the fast tokenizer is not safe to share between threads ("Already borrowed"): one plan at a time
+        self._planning = threading.Lock()
 
     def describe(self) -> dict:
         return {
@@ -301,13 +304,13 @@ class AttentionWorker:
             "attn_implementation": self.attn_implementation,
         }
 
-    def fit_reason(self, tokens: int, per_image: list[int]) -> str | None:
+    def fit_reason(self, tokens: int, per_image: list[int], rows: int = REPLY_ROWS) -> str | None:
         """Why a pass of this size would not fit here, or None when it fits."""
         if tokens > self.max_tokens:
             limit = "the model's context" if self.max_tokens == self.shape.max_positions else "this service's limit (--max-tokens)"
             return (f"the re-forward needs {tokens:,} tokens but {limit} is {self.max_tokens:,}; "
                     f"ask for one turn of a shorter trajectory, or send fewer images")
-        need = memory_bytes(self.shape, tokens, per_image, self.attn_implementation)["total"]
+        need = memory_bytes(self.shape, tokens, per_image, self.attn_implementation, rows=rows)["total"]
         if need > self.memory_budget:
             return (f"the re-forward needs about {_gb(need)} beyond the weights ({tokens:,} tokens, {len(per_image)} images) but "
                     f"this service may use {_gb(self.memory_budget)} on {self.loaded.device}; send fewer images or a shorter trajectory")
@@ -331,13 +334,15 @@ class AttentionWorker:
         self.check_request(request)
         images = _parse_images(body, trajectory)
         try:
-            plan = plan_reforward(trajectory, images, self.loaded.processor, request)
+            with self._planning:
+                plan = plan_reforward(trajectory, images, self.loaded.processor, request)
         except (AttentionError, ValueError) as e:
             raise Refused(422, f"the trajectory cannot be re-run: {e}") from None
         except OSError as e:  # an image that does not decode
             raise Refused(422, f"an image of the trajectory cannot be read: {e}") from None
         per_image = [e - s for s, e in plan.image_spans]
-        reason = self.fit_reason(plan.tokens, per_image)
+        rows = max((r.size for r in plan.rows + plan.baseline_rows), default=1)
+        reason = self.fit_reason(plan.tokens, per_image, rows)
         if reason:
             raise Refused(413, reason)
         return Job(id=uuid.uuid4().hex[:12], trajectory=trajectory, images=images, request=request, plan=plan,
