@@ -265,10 +265,11 @@ def plan_reforward(trajectory: Trajectory, images: Mapping[str, bytes] | Path | 
     plan = _Plan(inputs=dict(inputs), image_spans=spans, grids=grids, views=[t.observation for t in shown], turns=[], rows=[],
                  context=[], skipped={}, reply_tokens={}, baseline_rows=[])
     seen = 0
-    positions_of: dict[int, np.ndarray] = {}
+    reply_start: dict[int, int] = {}  # turn -> the first token at or after its reply's first character
+    real = offsets[:, 1] > offsets[:, 0]
     for turn, (start, _) in zip(trajectory.turns, replies):
         positions, plan.reply_tokens[turn.index] = _reply_pieces(turn.raw_text, offsets, start)
-        positions_of[turn.index] = positions
+        reply_start[turn.index] = int(np.flatnonzero(real & (offsets[:, 0] >= start))[0])  # an empty reply: its <|im_end|>
         wanted = request.turn is None or turn.index == request.turn
         if wanted:
             tokens = _selected_tokens(turn, positions, offsets, start, request)
@@ -284,7 +285,7 @@ def plan_reforward(trajectory: Trajectory, images: Mapping[str, bytes] | Path | 
             seen += 1
     if request.sink != "none":
         for (_, end), turn in zip(spans, shown):
-            first = positions_of[turn.index + 1][0]  # the next reply's first token; first - 1 produced it
+            first = reply_start[turn.index + 1]  # the next reply's first token; the row before it produced it
             rows = np.arange(end, first - 1, dtype=np.int64)
             if rows.size == 0:
                 raise AttentionError(f"no chat-template tokens follow the image of turn {turn.index} to serve as its sink baseline")
