@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from agent import attention_maps as am
-from agent.attention_cost import ReforwardEstimate, estimate_reforward  # noqa: F401  (the panel imports it from here)
+from agent.attention_cost import ReforwardEstimate, estimate_reforward, up_to_turn  # noqa: F401  (the panel imports estimate_reforward from here)
 from agent.attention_request import KEY_RE, TOKEN, MapRequest
 from agent.conversation import build_messages
 from agent.qwen_model import LoadedQwenVL, load_qwen_vl
@@ -240,6 +240,7 @@ def plan_reforward(trajectory: Trajectory, images: Mapping[str, bytes] | Path | 
         images = read_images(Path(images), trajectory)
     if request.turn is not None and request.turn not in {t.index for t in trajectory.turns}:
         raise AttentionError(f"the trajectory has no turn {request.turn} (turns 0..{len(trajectory.turns) - 1})")
+    trajectory = up_to_turn(trajectory, request.turn)  # one turn: the pass ends at its reply
 
     def read_image(name: str) -> bytes:
         if name not in images:
@@ -478,7 +479,8 @@ def store_maps(folder: Path, trajectory: Trajectory, result: MapsResult, extra: 
         "skipped": {str(k): v for k, v in result.skipped.items()}, "sink_cells": result.sink_cells, "turns": turns,
         **(extra or {}), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _save_json(_inside(folder, TOKENS_FILE), {"model": result.model, "turns": {str(k): [list(t) for t in v] for k, v in result.reply_tokens.items()}})
+    tokens = load_reply_tokens(folder) | result.reply_tokens  # a one-turn result knows the turns up to its own
+    _save_json(_inside(folder, TOKENS_FILE), {"model": result.model, "turns": {str(k): [list(t) for t in v] for k, v in sorted(tokens.items())}})
     _save_json(_inside(folder, record_file(key)), record)
     if is_current(request):
         for old in folder.glob("attention-turn*.npy"):  # the single-choice files of earlier versions

@@ -66,7 +66,7 @@ class InProcess:
         return self._model
 
     def estimate(self, trajectory: Trajectory, request: MapRequest) -> ReforwardEstimate:
-        return estimate_reforward(trajectory, self._model, device=self._options["device"], layers=request.layers)
+        return estimate_reforward(trajectory, self._model, device=self._options["device"], layers=request.layers, turn=request.turn)
 
     def compute(self, trajectory, images, request, progress=None) -> MapsResult:
         return compute_maps(self.loaded, trajectory, images, request, progress)

@@ -19,6 +19,7 @@ attention adds (heads x tokens x tokens) scores per layer; sdpa does not.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -118,6 +119,14 @@ def image_tokens(view: ImageView, shape: ModelShape) -> int:
     w, h = view.input_size
     rh, rw = smart_resize(h, w, factor=2 * PATCH, min_pixels=shape.min_pixels, max_pixels=shape.max_pixels)
     return (rh // (2 * PATCH)) * (rw // (2 * PATCH))
+
+
+def up_to_turn(trajectory: Trajectory, turn: int | None) -> Trajectory:
+    """The part of a trajectory a re-forward for `turn` needs: its turns up to that one (later
+    messages cannot change earlier attention). None: the whole trajectory."""
+    if turn is None:
+        return trajectory
+    return dataclasses.replace(trajectory, turns=[t for t in trajectory.turns if t.index <= turn])
 
 
 def context_views(trajectory: Trajectory) -> list[ImageView]:
@@ -266,8 +275,9 @@ def estimate_reforward(
     layers: tuple[int, int] | None = None,
     loaded: bool = False,
     flops_per_second: float | None = None,
+    turn: int | None = None,
 ) -> ReforwardEstimate:
-    """Seconds the re-forward of `trajectory` should take in THIS process.
+    """Seconds the re-forward of `trajectory` (up to `turn`, if given) should take in THIS process.
 
     `model`: a LoadedQwenVL (counted as loaded), a model folder or a cached hub id (config files
     only are read; the weights need not be here).
@@ -279,4 +289,4 @@ def estimate_reforward(
     else:
         shape = ModelShape.from_model_dir(resolve_model_dir(model), str(model))
     speed = flops_per_second or measure_flops(device, shape.dtype)
-    return estimate_for_shape(trajectory, shape, flops_per_second=speed, layers=layers, loaded=loaded, where=f"this process ({device})")
+    return estimate_for_shape(up_to_turn(trajectory, turn), shape, flops_per_second=speed, layers=layers, loaded=loaded, where=f"this process ({device})")

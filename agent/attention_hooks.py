@@ -8,9 +8,10 @@ few query rows we need, from that module's own q/k projections and rotary embedd
     probs = softmax(q_rows @ k^T * scaling  + causal mask)     (float32, as eager's softmax)
 
 reduces it at once (heads -> mean or max, or one head, or every head kept apart; rows -> mean;
-only image-token columns kept) and adds it into a (groups, [heads,] image tokens) accumulator. Peak extra memory is one chunk of
-(heads x rows x seq) floats, capped by `max_elements`, whatever the number of layers; the forward
-itself can run with any attention implementation (sdpa never materialises seq x seq at all).
+only image-token columns kept) and adds it into a (groups, [heads,] image tokens) accumulator.
+Peak extra memory is one chunk of (heads x rows x seq) floats, capped by `max_elements`, whatever
+the number of layers; the forward itself can run with any attention implementation (sdpa never
+materialises seq x seq at all).
 The pass stops right after the last chosen layer (later layers cannot change earlier attention).
 `layer_progress` reports each decoder layer as the pass enters it (and lets the callback cancel the
 pass by raising). tests/test_attention_hooks.py checks the rows against eager `output_attentions`.

@@ -207,7 +207,6 @@ def region_share(maps: Sequence[tuple[np.ndarray, Extent]], boxes: Sequence[Sequ
     return None if total <= 0 else inside / total
 
 
-
 def per_head_share(maps: Sequence[tuple[np.ndarray, Extent]], boxes: Sequence[Sequence[Box]]) -> list[float | None]:
     """`region_share` for each head of per-head maps, each (heads, rows, cols)."""
     heads = {np.asarray(values).shape[0] for values, _ in maps}

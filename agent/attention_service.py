@@ -55,6 +55,7 @@ from agent.attention_cost import (
     image_tokens,
     measure_flops,
     memory_bytes,
+    up_to_turn,
 )
 from agent.attention_request import MapRequest
 from agent.qwen_model import LoadedQwenVL
@@ -309,7 +310,7 @@ class AttentionWorker:
         if tokens > self.max_tokens:
             limit = "the model's context" if self.max_tokens == self.shape.max_positions else "this service's limit (--max-tokens)"
             return (f"the re-forward needs {tokens:,} tokens but {limit} is {self.max_tokens:,}; "
-                    f"ask for one turn of a shorter trajectory, or send fewer images")
+                    f"ask for an earlier turn alone (the pass then ends at its reply)")
         need = memory_bytes(self.shape, tokens, per_image, self.attn_implementation, rows=rows)["total"]
         if need > self.memory_budget:
             return (f"the re-forward needs about {_gb(need)} beyond the weights ({tokens:,} tokens, {len(per_image)} images) but "
@@ -317,7 +318,7 @@ class AttentionWorker:
         return None
 
     def estimate(self, trajectory: Trajectory, request: MapRequest, tokens: int | None = None) -> ReforwardEstimate:
-        return estimate_for_shape(trajectory, self.shape, flops_per_second=self.flops, layers=request.layers, tokens=tokens,
+        return estimate_for_shape(up_to_turn(trajectory, request.turn), self.shape, flops_per_second=self.flops, layers=request.layers, tokens=tokens,
                                   attn_implementation=self.attn_implementation, where=f"the attention service ({self.loaded.device})",
                                   wait_seconds=self.queue.seconds_ahead())
 
@@ -426,7 +427,8 @@ def create_app(loaded: LoadedQwenVL, *, token: str | None = None, limits: Servic
         trajectory, map_request = _parse_trajectory(body), _parse_request(body)
         worker.check_request(map_request)
         guess = await run_in_threadpool(worker.estimate, trajectory, map_request)
-        reason = worker.fit_reason(guess.tokens, [image_tokens(v, worker.shape) for v in context_views(trajectory)])
+        views = context_views(up_to_turn(trajectory, map_request.turn))
+        reason = worker.fit_reason(guess.tokens, [image_tokens(v, worker.shape) for v in views])
         return {"estimate": guess.to_dict(), "fits": reason is None, "reason": reason, **worker.describe()}
 
     @app.post("/jobs", status_code=202, summary="Check and queue a job: 202, or refused with a reason")

@@ -289,6 +289,7 @@ def test_each_choice_is_stored_apart_and_the_last_full_one_is_current(loaded, de
     grid = compute_attention_maps(folder, loaded, MapRequest(select="answer", layers=(0, 0), per_head=True))
     token = compute_attention_maps(folder, loaded, MapRequest(select="token", turn=1, token=0))
     assert Trajectory.load(folder).turns[2].maps == saved.turns[2].maps
+    assert token.tokens < first.tokens  # one turn: the pass ends at its reply
     assert sorted(r["key"] for r in stored_choices(folder)) == sorted([first.key, second.key, grid.key, token.key])
     assert {p.name for p in folder.glob("attention-turn*.npy")} == set()
 

@@ -157,7 +157,12 @@ def test_a_second_job_waits_for_the_first(loaded, demo_corpus, tmp_path):
             for t in threads:
                 t.join()
             ids = [j["job"] for j in jobs]
-            seen = [[(s["state"], s["position"]) for s in (httpx.get(f"{url}/jobs/{i}").json() for i in ids)]]
+            client = AttentionService(url)
+            deadline = time.monotonic() + 60
+            while not any(client.status(i)["state"] == "running" for i in ids):  # the worker picks one up
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            seen = [[(s["state"], s["position"]) for s in (client.status(i) for i in ids)]]
         while True:
             states = [httpx.get(f"{url}/jobs/{i}").json() for i in ids]
             seen.append([(s["state"], s["position"]) for s in states])
