@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge-model", help="the judge's served model name")
     common(ev)
     ev.set_defaults(func=cmd_eval)
+
+    # attention maps (issue 15): `serve-attention` and `attention`; the commands live in agent/attention_cli.py
+    from agent.attention_cli import add_attention_commands
+
+    add_attention_commands(sub)
     return parser
 
 
