@@ -271,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the questions already done in --out (default); --no-resume runs every question again")
     common(ev)
     ev.set_defaults(func=cmd_eval)
+
+    # attention maps (issue 15): `serve-attention` and `attention`; the commands live in agent/attention_cli.py
+    from agent.attention_cli import add_attention_commands
+
+    add_attention_commands(sub)
     return parser
 
 

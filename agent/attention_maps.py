@@ -16,6 +16,11 @@ The chain from a turn's reply to a map over page pixels, one pure step per funct
    (the convention agent/figures.py draws).
 5. scores: `mass_inside` / `region_share`: attention mass inside a page box, each cell weighted by
    the fraction of its area inside the box (mass is taken as uniform within a cell).
+6. attention sinks: `correct_sinks` (off by default) removes what a content-free query would look
+   at anyway, given that query's map of the same image (the per-image baseline).
+
+A per-head map is a stack (heads, rows, cols): `token_grid` and `correct_sinks` keep the leading
+axis, `per_head_share` scores each head apart.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ Extent = Sequence[float]  # (x0, y0, x1, y1) in page pixels: what a whole grid c
 
 SELECTIONS = ("action", "bbox", "answer", "search", "reply")
 REDUCTIONS = ("mean", "max")  # over heads and over layers
+SINK_MODES = ("none", "drop", "baseline")
+SINK_FACTOR = 10.0  # a baseline cell holding >= 10x the uniform share (1 / cells) of its mass is a sink
 _ACTION_RE = re.compile(r"<(search|answer|bbox)>(.*?)</\1>", re.DOTALL)  # the reference's first-match rule
 
 
@@ -129,14 +136,16 @@ def image_token_spans(input_ids: np.ndarray, image_token_id: int, grids_thw: Seq
 def token_grid(values: np.ndarray, grid_thw: Sequence[int], merge: int = 2) -> np.ndarray:
     """One image's per-token values as its (grid_h/merge, grid_w/merge) grid, row 0 at the top.
 
-    An image has grid_t == 1; a (never used here) multi-frame grid is averaged over time.
+    `values` is (tokens,) or, per head, (heads, tokens) -> (heads, rows, cols). An image has
+    grid_t == 1; a (never used here) multi-frame grid is averaged over time.
     """
     t, h, w = (int(v) for v in grid_thw)
     values = np.asarray(values)
+    lead = values.shape[:-1]
     rows, cols = h // merge, w // merge
-    if values.size != t * rows * cols:
-        raise ValueError(f"{values.size} values do not fill a {t}x{rows}x{cols} token grid (image_grid_thw {list(grid_thw)})")
-    return values.reshape(t, rows, cols).mean(axis=0)
+    if values.shape[-1] != t * rows * cols:
+        raise ValueError(f"{values.shape[-1]} values do not fill a {t}x{rows}x{cols} token grid (image_grid_thw {list(grid_thw)})")
+    return values.reshape(*lead, t, rows, cols).mean(axis=-3)
 
 
 # --- 4. page pixels ------------------------------------------------------------------------------
@@ -197,3 +206,60 @@ def region_share(maps: Sequence[tuple[np.ndarray, Extent]], boxes: Sequence[Sequ
             inside += float((values * weight).sum())
     return None if total <= 0 else inside / total
 
+
+def per_head_share(maps: Sequence[tuple[np.ndarray, Extent]], boxes: Sequence[Sequence[Box]]) -> list[float | None]:
+    """`region_share` for each head of per-head maps, each (heads, rows, cols)."""
+    heads = {np.asarray(values).shape[0] for values, _ in maps}
+    if len(heads) != 1:
+        raise ValueError(f"per-head maps disagree on the number of heads: {sorted(heads)}")
+    return [region_share([(np.asarray(values)[h], extent) for values, extent in maps], boxes) for h in range(heads.pop())]
+
+
+# --- 6. attention sinks --------------------------------------------------------------------------
+
+def sink_cells(baseline: np.ndarray, factor: float = SINK_FACTOR) -> np.ndarray:
+    """Boolean mask of the sink cells of one image: where its baseline map piles up.
+
+    A cell is a sink when it holds at least `factor` times the uniform share (1 / cells) of the
+    baseline's mass. A baseline without mass has no sinks.
+    """
+    baseline = np.asarray(baseline, dtype=np.float64)
+    total = baseline.sum()
+    if total <= 0:
+        return np.zeros(baseline.shape, dtype=bool)
+    return baseline / total >= factor / baseline.size
+
+
+def correct_sinks(values: np.ndarray, baseline: np.ndarray, mode: str, factor: float = SINK_FACTOR) -> np.ndarray:
+    """A map of one image with its attention sinks corrected; `baseline` is the same image's map
+    from a content-free query, same shape, same layers and heads. agent/attention.py takes the
+    tokens between the image and the next reply as that query: `<|vision_end|><|im_end|>\n
+    <|im_start|>assistant` (plus any feedback text sent with the image): template tokens, not words
+    the model wrote, so their attention shows where the image draws attention whatever is being
+    written, its sinks first of all.
+
+    - "none": unchanged.
+    - "drop": the sink cells (`sink_cells` of the baseline) are set to zero and the rest is scaled
+      back to the map's own total, so the mass a sink took is shared out in proportion.
+    - "baseline": the baseline, scaled to the map's total, is subtracted and negatives clipped:
+      what is left is where this query looked MORE than the content-free one. The total shrinks.
+    Per-head stacks (heads, rows, cols) are corrected head by head.
+    """
+    if mode not in SINK_MODES:
+        raise ValueError(f"sink must be one of {SINK_MODES}, got {mode!r}")
+    values = np.asarray(values)
+    baseline = np.asarray(baseline)
+    if values.shape != baseline.shape:
+        raise ValueError(f"map {values.shape} and baseline {baseline.shape} differ in shape")
+    if mode == "none":
+        return values.copy()
+    if values.ndim == 3:
+        return np.stack([correct_sinks(v, b, mode, factor) for v, b in zip(values, baseline)])
+    v = values.astype(np.float64)
+    total, base_total = v.sum(), float(np.asarray(baseline, dtype=np.float64).sum())
+    if mode == "drop":
+        kept = np.where(sink_cells(baseline, factor), 0.0, v)
+        out = kept * (total / kept.sum()) if kept.sum() > 0 else kept
+    else:
+        out = v if base_total <= 0 else np.clip(v - baseline.astype(np.float64) * (total / base_total), 0.0, None)
+    return out.astype(values.dtype)

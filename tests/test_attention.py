@@ -18,12 +18,15 @@ from PIL import Image, ImageDraw
 import agent.attention_hooks
 from agent import attention_maps as am
 from agent.attention import (
-    AttentionSettings,
     compute_attention_maps,
     estimate_reforward,
     load_attention_maps,
+    load_choice,
+    load_reply_tokens,
     plan_reforward,
+    stored_choices,
 )
+from agent.attention_request import MapRequest
 from agent.policies.base import PolicyError
 from agent.qwen_model import load_qwen_vl
 from agent.trajectory import Trajectory
@@ -119,21 +122,31 @@ def _token_of_marker(processor, marked_jpeg, plain_jpeg):
     return int(change.argmax())
 
 
-def _force_onto(monkeypatch, column):
-    """Make every captured query row put all its attention on one key position."""
+def _force_onto(monkeypatch, column, head=None, rows=None, elsewhere=None):
+    """Make captured query rows put all their attention on one key position.
+
+    head: only that head does (the others look at `elsewhere`, default position 0, a text token);
+    rows: only those query positions do (the others look at `elsewhere`).
+    """
     def forced(query, key, positions, scaling):
         probs = torch.zeros(query.shape[0], positions.numel(), key.shape[-2])
-        probs[:, :, column] = 1.0
+        probs[:, :, 0 if elsewhere is None else elsewhere] = 1.0
+        chosen = torch.ones(positions.numel(), dtype=torch.bool) if rows is None else torch.isin(positions, torch.as_tensor(rows))
+        heads = slice(None) if head is None else slice(head, head + 1)
+        probs[heads, chosen] = 0.0
+        probs[heads, chosen, column] = 1.0
         return probs
 
     monkeypatch.setattr(agent.attention_hooks, "row_attention_probs", forced)
+
+
 
 
 def test_forced_attention_lands_on_the_marked_page_pixels(loaded, marked_zoom, monkeypatch):
     folder, trajectory, point, plain_jpeg = marked_zoom
     last = trajectory.turns[2].observation
     token = _token_of_marker(loaded.processor, folder / last.file, plain_jpeg)
-    plan = plan_reforward(trajectory, folder, loaded.processor, AttentionSettings(select="answer"))
+    plan = plan_reforward(trajectory, folder, loaded.processor, MapRequest(select="answer"))
     start, _ = plan.image_spans[2]
     _force_onto(monkeypatch, start + token)
 
@@ -142,21 +155,102 @@ def test_forced_attention_lands_on_the_marked_page_pixels(loaded, marked_zoom, m
     crop2 = by_file[last.file]
     assert crop2.values.sum() == pytest.approx(1.0)
     assert by_file[trajectory.turns[0].observation.file].values.sum() == 0
-    row, col = np.unravel_index(crop2.values.argmax(), crop2.values.shape)
-    x1, y1, x2, y2 = am.cell_box(crop2.extent, crop2.values.shape, row, col)
-    marker = 5  # half-size of the drawn square, page pixels: it may straddle two cells
-    assert x1 - marker <= point[0] <= x2 + marker and y1 - marker <= point[1] <= y2 + marker
-    assert (x2 - x1) < 40  # a cell of the zoomed crop is small in page pixels: the check is sharp
+    _assert_on_marker(crop2.values, crop2.extent, point)
 
     scores = Trajectory.load(folder).turns[3].scores
     assert scores["attention_image_mass"] == pytest.approx(1.0)
     assert scores["attention_gold_share"] == pytest.approx(1.0)  # the gold box surrounds the marker
 
 
+def _assert_on_marker(values, extent, point):
+    row, col = np.unravel_index(values.argmax(), values.shape)
+    x1, y1, x2, y2 = am.cell_box(extent, values.shape, row, col)
+    marker = 5  # half-size of the drawn square, page pixels: it may straddle two cells
+    assert x1 - marker <= point[0] <= x2 + marker and y1 - marker <= point[1] <= y2 + marker
+    assert (x2 - x1) < 40  # a cell of the zoomed crop is small in page pixels: the check is sharp
+
+
+def test_forced_attention_of_one_token_and_one_head_lands_on_the_marker(loaded, marked_zoom, monkeypatch):
+    """Only the step that wrote one chosen token, and only in one head, looks at the marker."""
+    folder, trajectory, point, plain_jpeg = marked_zoom
+    last = trajectory.turns[2].observation
+    token = _token_of_marker(loaded.processor, folder / last.file, plain_jpeg)
+    answer = MapRequest(select="answer")
+    plan = plan_reforward(trajectory, folder, loaded.processor, answer)
+    start, _ = plan.image_spans[2]
+    pieces = plan.reply_tokens[3]
+    k = next(i for i, (text, _, _) in enumerate(pieces) if text == "4")  # Qwen2 splits digits: "4", "2"
+    assert trajectory.turns[3].raw_text[pieces[k][1]:pieces[k][2]] == pieces[k][0]
+    one_token = MapRequest(select="token", turn=3, token=k)
+    row = plan_reforward(trajectory, folder, loaded.processor, one_token).rows[0]
+    assert row.size == 1
+    _force_onto(monkeypatch, start + token, head=2, rows=row)
+
+    # that token, that head: all its attention is on the marker, through two crops
+    run = compute_attention_maps(folder, loaded, MapRequest(select="token", turn=3, token=k, head=2))
+    crop2 = {m.view.file: m for m in run.maps}[last.file]
+    assert crop2.values.sum() == pytest.approx(1.0)
+    _assert_on_marker(crop2.values, crop2.extent, point)
+    assert run.scores[3]["attention_gold_share"] == pytest.approx(1.0)
+    # the same token, another head: it looked at text only
+    other = compute_attention_maps(folder, loaded, MapRequest(select="token", turn=3, token=k, head=1))
+    assert sum(m.values.sum() for m in other.maps) == 0
+    # every head apart: head 2 is the marker, the rest empty; the combined mean is a quarter
+    grid = {m.view.file: m for m in compute_attention_maps(folder, loaded, MapRequest(select="token", turn=3, token=k, per_head=True)).maps}[last.file]
+    assert grid.values.shape[0] == 4 and grid.values[2].sum() == pytest.approx(1.0) and grid.values[[0, 1, 3]].sum() == 0
+    _assert_on_marker(grid.values[2], grid.extent, point)
+    mean = {m.view.file: m for m in compute_attention_maps(folder, loaded, MapRequest(select="token", turn=3, token=k)).maps}[last.file]
+    assert mean.values.sum() == pytest.approx(0.25)
+    # the whole answer's other tokens did not look at the marker: their mean dilutes it
+    group = {m.view.file: m for m in compute_attention_maps(folder, loaded, MapRequest(select="reply", head=2)).maps if m.turn == 3}[last.file]
+    assert 0 < group.values.sum() < 0.5
+
+
+def test_sink_correction_removes_what_the_content_free_rows_look_at(loaded, marked_zoom, monkeypatch):
+    """The rows after each image (chat-template tokens) put everything on one 'sink' token; the
+    answer's rows split between that sink and the marker. Dropping or subtracting the baseline
+    leaves the marker."""
+    folder, trajectory, point, plain_jpeg = marked_zoom
+    last = trajectory.turns[2].observation
+    marker = _token_of_marker(loaded.processor, folder / last.file, plain_jpeg)
+    plan = plan_reforward(trajectory, folder, loaded.processor, MapRequest(select="answer", sink="drop"))
+    start, _ = plan.image_spans[2]
+    baseline_rows = torch.as_tensor(np.concatenate(plan.baseline_rows))
+    answer_rows = torch.as_tensor(plan.rows[plan.turns.index(3)])
+    assert all(r.size >= 3 for r in plan.baseline_rows)  # <|vision_end|><|im_end|>\n<|im_start|>assistant at least
+    sink = start  # the crop's top-left token
+
+    def forced(query, key, positions, scaling):
+        probs = torch.zeros(query.shape[0], positions.numel(), key.shape[-2])
+        probs[:, :, 0] = 1.0
+        base, ans = torch.isin(positions, baseline_rows), torch.isin(positions, answer_rows)
+        probs[:, base | ans, 0] = 0.0
+        probs[:, base, sink] = 1.0
+        probs[:, ans, sink] = 0.5
+        probs[:, ans, start + marker] = 0.5
+        return probs
+
+    monkeypatch.setattr(agent.attention_hooks, "row_attention_probs", forced)
+    crop = {}
+    for mode in ("none", "drop", "baseline"):
+        run = compute_attention_maps(folder, loaded, MapRequest(select="answer", sink=mode))
+        crop[mode] = next(m.values for m in run.maps if m.turn == 3 and m.view.file == last.file)
+        record = json.loads((folder / f"attention-{run.key}.json").read_text())
+        assert record["sink"] == mode and ("sink" in record["description"]) == (mode != "none")
+    assert crop["none"].flat[0] == pytest.approx(0.5) and crop["none"].sum() == pytest.approx(1.0)
+    assert crop["drop"].flat[0] == 0 and crop["drop"].sum() == pytest.approx(1.0)  # the sink's mass shared out
+    assert crop["drop"].flat[marker] == pytest.approx(1.0)
+    assert crop["baseline"].flat[0] == 0 and crop["baseline"].flat[marker] == pytest.approx(0.5)
+    _assert_on_marker(crop["drop"], last.region, point)
+    assert run.key == "answer_Lall_mean_sink-baseline"
+    assert "attention_image_mass" not in run.scores[3]  # not a probability any more after subtraction
+    assert json.loads((folder / "attention-answer_Lall_mean_sink-drop.json").read_text())["sink_cells"][last.file] == 1
+
+
 def test_bbox_share_is_one_inside_the_chosen_crop_and_zero_outside(loaded, marked_zoom, monkeypatch):
     folder, trajectory, _, _ = marked_zoom
     turn = trajectory.turns[1]  # the first bbox, acting on the whole page
-    plan = plan_reforward(trajectory, folder, loaded.processor, AttentionSettings(select="bbox"))
+    plan = plan_reforward(trajectory, folder, loaded.processor, MapRequest(select="bbox"))
     start, end = plan.image_spans[0]
     shape = am.token_grid(np.zeros(end - start), plan.grids[0]).shape
     inside = am.cell_at(turn.acted_on.region, shape, (turn.bbox_page[0] + turn.bbox_page[2]) / 2, (turn.bbox_page[1] + turn.bbox_page[3]) / 2)
@@ -168,28 +262,68 @@ def test_bbox_share_is_one_inside_the_chosen_crop_and_zero_outside(loaded, marke
     assert gold == pytest.approx(0.0)  # the top-left cell is far from the gold box
 
 
-def test_maps_are_stored_with_the_trajectory_and_replaced_on_rerun(loaded, demo_corpus, tmp_path):
+def test_each_choice_is_stored_apart_and_the_last_full_one_is_current(loaded, demo_corpus, tmp_path):
     b = TrajectoryBuilder("q", {"s": demo_corpus / "slide_5_1024.jpg"})
     b.search("s"); b.bbox([100, 100, 400, 300]); b.answer("ok")
     b.trajectory.policy = {"name": "vllm", "model": "Qwen/Qwen2.5-VL-7B-Instruct"}  # replies came from a server
     folder = b.save(tmp_path / "t")
-    compute_attention_maps(folder, loaded, select="reply", reduce="max")
+    first = compute_attention_maps(folder, loaded, select="reply", reduce="max")
+    assert first.key == "reply_Lall_max"
     saved = Trajectory.load(folder)
-    assert saved.turns[1].maps == {"attention:turn00-page.jpg": "attention-turn01-turn00-page.npy"}
+    assert saved.turns[1].maps == {"attention:turn00-page.jpg": "attention-reply_Lall_max-turn01-turn00-page.npy"}
     assert set(saved.turns[2].maps) == {"attention:turn00-page.jpg", "attention:turn01-crop.jpg"}
     assert "attention_image_mass" not in saved.turns[2].scores  # only meaningful for reduce="mean"
-    settings = json.loads((folder / "attention.json").read_text())
-    assert settings["settings"] == {"select": "reply", "layers": None, "reduce": "max"} and settings["tokens"] > 0
+    current = json.loads((folder / "attention.json").read_text())
+    assert current["settings"] == MapRequest(select="reply", reduce="max").to_dict() and current["tokens"] > 0
 
-    compute_attention_maps(folder, loaded, select="answer", layers=(1, 1))
+    second = compute_attention_maps(folder, loaded, select="answer", layers=(1, 1))
     saved = Trajectory.load(folder)
-    assert saved.turns[1].maps == {} and saved.turns[1].scores == {}
-    assert sorted(p.name for p in folder.glob("attention-*.npy")) == ["attention-turn02-turn00-page.npy", "attention-turn02-turn01-crop.npy"]
+    assert saved.turns[1].maps == {} and saved.turns[1].scores == {}  # the current choice is the answer's
     maps = load_attention_maps(folder, saved, turn=2)
     assert [m.view.file for m in maps] == ["turn00-page.jpg", "turn01-crop.jpg"]
     assert maps[1].extent == tuple(saved.turns[1].observation.region)
     assert 0 < saved.turns[2].scores["attention_image_mass"] <= 1.0
     assert json.loads((folder / "attention.json").read_text())["settings"]["layers"] == [1, 1]
+
+    # a per-head grid and a single token are stored as choices, and never become "current"
+    grid = compute_attention_maps(folder, loaded, MapRequest(select="answer", layers=(0, 0), per_head=True))
+    token = compute_attention_maps(folder, loaded, MapRequest(select="token", turn=1, token=0))
+    assert Trajectory.load(folder).turns[2].maps == saved.turns[2].maps
+    assert token.tokens < first.tokens  # one turn: the pass ends at its reply
+    assert sorted(r["key"] for r in stored_choices(folder)) == sorted([first.key, second.key, grid.key, token.key])
+    assert {p.name for p in folder.glob("attention-turn*.npy")} == set()
+
+    # switching back is a file read, and gives the very arrays computed
+    for run in (first, grid, token):
+        back = load_choice(folder, saved, run.request)
+        assert back is not None and back.request == run.request
+        assert [(m.turn, m.view.file) for m in back.maps] == [(m.turn, m.view.file) for m in run.maps]
+        assert all(np.array_equal(a.values, c.values) for a, c in zip(back.maps, run.maps))
+        assert back.scores == run.scores
+    grid_maps = load_choice(folder, saved, grid.key, turn=2).maps
+    assert all(m.values.ndim == 3 and m.values.shape[0] == 4 for m in grid_maps)
+    assert len(load_choice(folder, saved, grid.key, turn=2).scores[2]["attention_image_mass"]) == 4  # one per head
+    assert load_choice(folder, saved, MapRequest(select="search")) is None  # never computed
+
+    # the reply tokens are stored too, as offsets into each reply
+    tokens = load_reply_tokens(folder)
+    assert "".join(text for text, _, _ in tokens[2]) == saved.turns[2].raw_text
+    assert all(saved.turns[2].raw_text[a:b] == text for text, a, b in tokens[2])
+
+
+def test_stored_names_outside_the_folder_are_never_read(loaded, demo_corpus, tmp_path):
+    b = TrajectoryBuilder("q", {"s": demo_corpus / "slide_5_1024.jpg"})
+    b.search("s"); b.answer("ok")
+    folder = b.save(tmp_path / "t")
+    run = compute_attention_maps(folder, loaded, select="answer")
+    np.save(tmp_path / "attention-answer_Lall_mean-turn01-turn00-page.npy", np.ones((3, 3), np.float32))  # a decoy outside
+    record = json.loads((folder / "attention-answer_Lall_mean.json").read_text())
+    record["turns"]["1"]["maps"]["turn00-page.jpg"] = "../attention-answer_Lall_mean-turn01-turn00-page.npy"
+    (folder / "attention-answer_Lall_mean.json").write_text(json.dumps(record))
+    assert load_choice(folder, run.trajectory, run.request).maps == []
+    saved = Trajectory.load(folder)
+    saved.turns[1].maps["attention:turn00-page.jpg"] = str(tmp_path / "attention-answer_Lall_mean-turn01-turn00-page.npy")
+    assert load_attention_maps(folder, saved) == []
 
 
 @pytest.mark.parametrize(
@@ -200,7 +334,7 @@ def test_selected_rows_are_the_steps_that_wrote_the_text(loaded, demo_corpus, tm
     b = TrajectoryBuilder("q", {"s": demo_corpus / "slide_6_1024.jpg", "t": demo_corpus / "slide_7_1024.jpg"})
     b.search("s"); b.bbox([40, 60, 500, 400]); b.search("t", query="cloud pricing"); b.answer("4.2 billion")
     folder = b.save(tmp_path / "t")
-    plan = plan_reforward(b.trajectory, folder, loaded.processor, AttentionSettings(select=select))
+    plan = plan_reforward(b.trajectory, folder, loaded.processor, MapRequest(select=select))
     assert turn in plan.turns
     rows = plan.rows[plan.turns.index(turn)]
     ids = plan.inputs["input_ids"][0].numpy()

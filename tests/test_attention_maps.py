@@ -135,3 +135,40 @@ def test_region_share_over_several_maps():
     # overlapping boxes never count a cell twice
     assert am.region_share([a], [[[0, 0, 20, 10], [0, 0, 20, 10]]]) == pytest.approx(1.0)
     assert am.region_share([(np.zeros((2, 2)), (0, 0, 1, 1))], [[[0, 0, 1, 1]]]) is None
+
+
+def test_per_head_share_scores_each_head():
+    values = np.array([[[1.0, 3.0]], [[2.0, 0.0]]])  # two heads over cells [0,10) and [10,20)
+    assert am.per_head_share([(values, (0, 0, 20, 10))], [[[10, 0, 20, 10]]]) == [pytest.approx(0.75), pytest.approx(0.0)]
+    assert am.token_grid(np.arange(12).reshape(2, 6), [1, 4, 6]).tolist() == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
+
+
+# --- attention sinks -----------------------------------------------------------------------------
+
+def test_sink_cells_are_where_the_baseline_piles_up():
+    baseline = np.full((4, 5), 1.0)
+    baseline[0, 0] = 400.0  # 400 / 419 of the mass on one of 20 cells: a sink
+    assert am.sink_cells(baseline).tolist() == (np.arange(20).reshape(4, 5) == 0).tolist()
+    assert not am.sink_cells(np.ones((4, 5))).any()  # a flat baseline has no sinks
+    assert not am.sink_cells(np.zeros((2, 2))).any()
+    assert am.sink_cells(np.array([[1.0, 1.0, 1.0, 7.0]]), factor=2.0).tolist() == [[False, False, False, True]]
+
+
+def test_correct_sinks_by_hand():
+    values = np.array([[0.4, 0.1], [0.1, 0.2]], np.float32)
+    baseline = np.array([[0.9, 0.0], [0.0, 0.0]], np.float32)
+    assert am.correct_sinks(values, baseline, "none").tolist() == values.tolist()
+    dropped = am.correct_sinks(values, baseline, "drop", factor=2.0)
+    np.testing.assert_allclose(dropped, [[0.0, 0.2], [0.2, 0.4]], rtol=1e-6)  # 0.4 re-shared, total kept at 0.8
+    subtracted = am.correct_sinks(values, baseline, "baseline")
+    np.testing.assert_allclose(subtracted, [[0.0, 0.1], [0.1, 0.2]], rtol=1e-6)  # 0.4 - 0.9 * 0.8/0.9 < 0: clipped
+    assert dropped.dtype == np.float32
+    # per head: each head against its own baseline
+    stacked = am.correct_sinks(np.stack([values, values]), np.stack([baseline, np.ones((2, 2), np.float32)]), "drop", factor=2.0)
+    np.testing.assert_allclose(stacked[0], dropped) and np.testing.assert_allclose(stacked[1], values)
+    # all the mass on sinks: nothing left to re-share
+    assert am.correct_sinks(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), "drop", factor=1.5).sum() == 0
+    with pytest.raises(ValueError, match="sink must be one of"):
+        am.correct_sinks(values, baseline, "clip")
+    with pytest.raises(ValueError, match="differ in shape"):
+        am.correct_sinks(values, baseline[:1], "drop")

@@ -35,4 +35,7 @@ def test_peak_memory_is_bounded_as_layers_grow(demo_corpus, tmp_path):
     assert naive_growth > 500, peak
     # ... while the hooks keep only (turns x image tokens) numbers, whatever the depth
     assert hooks_growth < 0.05 * naive_growth and hooks_growth < 50, peak
-    assert peak["hooks", 12] < peak["all-layers", 12] / 5, peak
+    # and at 12 layers the hooks save what the usual way keeps. (Compared as a difference: both calls
+    # share the forward's own working set, ~280 MB here, which varies from run to run; a ratio of the
+    # absolute peaks failed about one run in six with no change in what is kept.)
+    assert peak["all-layers", 12] - peak["hooks", 12] > 500, peak
