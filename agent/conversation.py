@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from agent.parsing import tags_only
+from agent.parsing import TAG_RE, tags_only
 from agent.prompts import render_prompt
 from agent.protocol import image_part, profile_of, text_part
 from agent.trajectory import Trajectory
@@ -33,10 +33,10 @@ def prompt_message(question: str) -> dict:
 
 def build_messages(trajectory: Trajectory, read_image: Callable[[str], bytes]) -> list[dict]:
     """OpenAI chat messages sent so far; `read_image(file)` returns the JPEG bytes of an ImageView.file."""
-    keep_tags_only = profile_of(trajectory).context == "tags"
+    context = profile_of(trajectory).context
     messages = [prompt_message(trajectory.question)]
     for turn in trajectory.turns:
-        messages.append({"role": "assistant", "content": tags_only(turn.raw_text) if keep_tags_only else turn.raw_text})
+        messages.append({"role": "assistant", "content": sent_reply(turn.raw_text, context)})
         content = []
         if turn.observation is not None:
             content.append(image_part(read_image(turn.observation.file)))
@@ -45,6 +45,27 @@ def build_messages(trajectory: Trajectory, read_image: Callable[[str], bytes]) -
         if content:
             messages.append({"role": "user", "content": content})
     return messages
+
+
+def sent_reply(raw_text: str, context: str) -> str:
+    """A recorded reply as it is sent back to the model under a profile's `context` rule."""
+    return tags_only(raw_text) if context == "tags" else raw_text
+
+
+def reply_segments(raw_text: str, context: str) -> list[tuple[int, int, int]]:
+    """Where the sent reply's characters come from in `Turn.raw_text`: (sent start, raw start, length) runs.
+
+    "verbatim": one run over the whole reply. "tags": one run per tag pair, in order; the newlines
+    joining them are not in the raw reply. For mapping offsets in the sent text (e.g. a token's, in
+    a re-run chat) back to the recorded reply.
+    """
+    if context != "tags":
+        return [(0, 0, len(raw_text))] if raw_text else []
+    runs, at = [], 0
+    for m in TAG_RE.finditer(raw_text or ""):
+        runs.append((at, m.start(), m.end() - m.start()))
+        at += m.end() - m.start() + 1
+    return runs
 
 
 def image_count(messages: list[dict]) -> int:

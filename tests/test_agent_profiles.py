@@ -186,3 +186,17 @@ def test_training_nudge_and_fallback_as_in_the_demo(index):
     traj, bodies = run(index, "training", script, max_turns=3)
     assert bodies[-1]["messages"][-1] == {"role": "user", "content": [text(NO_ACTION + TURN_END + "\n" + "please answer the question now with answer in <answer> ... </answer>")]}
     assert traj.answer == "412"
+
+
+@pytest.mark.parametrize("reply", [SCRIPT[0], SCRIPT[4], SCRIPT[5], "<think>a</think><answer>b</answer>", ""])
+def test_reply_segments_map_the_sent_reply_back_to_the_recorded_one(reply):
+    from agent.conversation import reply_segments, sent_reply
+
+    for context in ("tags", "verbatim"):
+        sent = sent_reply(reply, context)
+        assert sent == (ref_tags(reply) if context == "tags" else reply)
+        covered = 0
+        for sent_start, raw_start, length in reply_segments(reply, context):
+            assert sent[sent_start: sent_start + length] == reply[raw_start: raw_start + length]
+            covered += length
+        assert covered == len(sent) - (max(0, len(reply_segments(reply, context)) - 1) if context == "tags" else 0)  # all but the joins
