@@ -130,7 +130,8 @@ def run_eval(examples: list[Example], pool: ReplicaPool, searcher: Searcher, con
     """Run every question of `examples` not yet done in `run` (every one if not `resume`),
     `concurrency` at a time; yield each result as it finishes.
 
-    `progress` is called once before the first question and after each one. `stop` (set from
+    `progress` is called once before the first question and after each one, on the caller's
+    thread. The pool's policies are wrapped in place to be shared safely (`shared_policy`). `stop` (set from
     another thread, e.g. a Stop button) lets the episodes in flight end after their current turn
     (recorded as stopped, so a resumed run runs them again) and starts no more; closing the
     generator early does the same.

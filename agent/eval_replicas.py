@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
 
 from agent.loop import AgentConfig, run_episode
 from agent.policies.base import Completion, Policy, PolicyError
@@ -33,6 +33,12 @@ from agent.trajectory import Trajectory, Turn
 log = logging.getLogger(__name__)
 
 Probe = Callable[[Policy], bool]  # True if the replica's server answers (e.g. GET /models)
+
+
+class Stop(Protocol):
+    """Anything with `is_set()` (a threading.Event): set, the episode ends after its current turn."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -136,7 +142,7 @@ class ReplicaPool:
 
 
 def run_on_pool(trajectory: Trajectory, pool: ReplicaPool, searcher: Searcher, config: AgentConfig,
-                stop: threading.Event | None = None) -> Iterator[Turn]:
+                stop: Stop | None = None) -> Iterator[Turn]:
     """`run_episode` on the pool's least busy replica, continuing once on another if a model call fails.
 
     Yields each turn as the loop does. `stop` (set from another thread) ends the episode after the

@@ -48,9 +48,10 @@ def _slug(uid: str) -> str:
     return slug
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename (a reader sees the old file or the new one, never half)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -121,8 +122,9 @@ class EvalRun:
         return run
 
     def save(self) -> None:
-        _write_json(self.folder / MANIFEST, {"version": MANIFEST_VERSION, "run_id": self.run_id, "created_at": self.created_at,
-                                              "dataset": self.dataset, "settings": self.settings, "uids": self.uids})
+        write_atomically(self.folder / MANIFEST, json.dumps({
+            "version": MANIFEST_VERSION, "run_id": self.run_id, "created_at": self.created_at, "dataset": self.dataset,
+            "settings": self.settings, "uids": self.uids}, ensure_ascii=False, indent=1))
 
     # --- questions ----------------------------------------------------------------------------------------
 

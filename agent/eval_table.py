@@ -12,9 +12,9 @@ import csv
 import io
 import json
 import os
-import uuid
 from pathlib import Path
 
+from agent.eval_resume import write_atomically
 from agent.evaluate import ExampleResult
 
 SCORE_COLUMNS = ("answer", "exact_match", "anls", "judge", "ndcg", "format", "reward")
@@ -67,17 +67,11 @@ def to_json(results: list[ExampleResult], summary: dict | None = None) -> str:
     return json.dumps({"summary": summary or {}, "columns": list(COLUMNS), "rows": rows(results)}, ensure_ascii=False, indent=1)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_tables(folder: str | os.PathLike, results: list[ExampleResult], summary: dict) -> list[Path]:
     """Write results.csv, results.json and summary.json into `folder` (each replaced atomically)."""
     folder = Path(folder)
     paths = [folder / "results.csv", folder / "results.json", folder / "summary.json"]
-    _write(paths[0], to_csv(results))
-    _write(paths[1], to_json(results, summary))
-    _write(paths[2], json.dumps(summary, ensure_ascii=False, indent=1))
+    write_atomically(paths[0], to_csv(results))
+    write_atomically(paths[1], to_json(results, summary))
+    write_atomically(paths[2], json.dumps(summary, ensure_ascii=False, indent=1))
     return paths

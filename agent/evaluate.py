@@ -23,14 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from agent.eval_grounding import GoldBoxError, gold_boxes, grounding_scores
-from agent.eval_replicas import ReplicaPool, run_on_pool
+from agent.eval_replicas import ReplicaPool, Stop, run_on_pool
 from agent.loop import AgentConfig, new_trajectory
 from agent.policies.base import Policy
 from agent.rewards import RELEASED_WEIGHTS, LLMJudge, RewardWeights, recall_at, score_trajectory
@@ -185,7 +184,7 @@ def example_gold(example: Example) -> dict:
 def run_example(example: Example, policy: Policy | ReplicaPool, searcher: Searcher, config: AgentConfig,
                 store: TrajectoryStore | None = None, judge: LLMJudge | None = None,
                 weights: RewardWeights = RELEASED_WEIGHTS, trajectory_id: str | None = None,
-                stop: threading.Event | None = None, **extra_config) -> ExampleResult:
+                stop: Stop | None = None, **extra_config) -> ExampleResult:
     """Run one question's episode, score it, save its trajectory (if `store`) and return its result.
 
     `policy` may be a ReplicaPool (agent/eval_replicas.py). The trajectory is saved even when the

@@ -11,8 +11,6 @@ in its messages.
 from __future__ import annotations
 
 import base64
-import io
-import math
 import re
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from agent.search import LocalSearcher
 from agent.trajectory import Trajectory, TrajectoryStore
 from agent_index import open_tiny_index
 from fake_openai_server import FakeOpenAIServer
+from test_agent_http import ref_process  # the reference client's image handling, written out independently
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 QUESTION = "What was the revenue in 2023?"
@@ -52,21 +51,6 @@ NO_ACTION, BAD_BBOX = note_messages()
 # the training loop's user turn is "<|im_start|>user\n" + message + "\n<|im_end|>"; a chat template
 # renders a text part as "<|im_start|>user\n" + text + "<|im_end|>": so the text sent is message + "\n"
 TURN_END = "\n"
-
-
-def ref_process(image: Image.Image) -> tuple[Image.Image, bytes]:
-    max_pixels, min_pixels = 512 * 28 * 28, 256 * 28 * 28
-    if image.width * image.height > max_pixels:
-        f = math.sqrt(max_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * f), int(image.height * f)))
-    if image.width * image.height < min_pixels:
-        f = math.sqrt(min_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * f), int(image.height * f)))
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG")
-    return image, buf.getvalue()
 
 
 def ref_training_crop(page: Image.Image, latest: Image.Image, bbox: list[float]) -> Image.Image:
