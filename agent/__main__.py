@@ -3,9 +3,14 @@
     python -m agent ask "question" --index DIR --policy offline|vllm|transformers [--base-url URL --model NAME]
                         [--max-turns N] [--top-k K] [--search-url URL] --out DIR
     python -m agent eval --dataset FILE --index DIR --policy ... --out DIR [--limit N] [--judge-url URL --judge-model NAME]
+                         [--concurrency N] [--base-url URL --base-url URL2 ...] [--protocol training|demo|explain] [--no-resume]
+    python -m agent eval compare RUN_A RUN_B
 
-`ask` prints each turn as it happens, then the answer; `eval` prints one line per question on
-stderr and the JSON summary on stdout. Each run is saved as a trajectory folder under --out.
+`ask` prints each turn as it happens, then the answer; `eval` shows a progress bar and one line per
+question on stderr and the JSON summary on stdout; it resumes a run folder (--out) by default and
+writes results.csv, results.json and summary.json into it; `eval compare` prints which questions
+flipped between two run folders and the metric deltas (JSON on stdout). Each episode is saved as a
+trajectory folder under --out.
 User mistakes and infrastructure failures print one `error:` line (exit 2 and 1), never a traceback.
 """
 from __future__ import annotations
@@ -16,8 +21,11 @@ import logging
 import sys
 from pathlib import Path
 
+from agent.protocol import DEFAULT_PROFILE, PROFILES
+
 EXIT_FAILED = 1  # the run started but could not finish (model or search server failed)
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C during an evaluation (what was done is kept; resume with the same command)
 
 
 class UserError(Exception):
@@ -59,9 +67,17 @@ def _config(args):
     from agent.loop import AgentConfig
 
     try:
-        return AgentConfig(max_turns=args.max_turns, top_k=args.top_k)
+        return AgentConfig(max_turns=args.max_turns, top_k=args.top_k, protocol=args.protocol)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def _base_urls(args) -> list[str | None]:
+    """--base-url, given once or more (None: the policy's default endpoint)."""
+    urls = args.base_url or [None]
+    if len(urls) > 1 and args.policy != "vllm":
+        raise UserError("--base-url more than once spreads episodes over several model servers: it needs --policy vllm")
+    return urls
 
 
 def _describe_turn(turn) -> str:
@@ -85,6 +101,9 @@ def cmd_ask(args) -> int:
 
     if not args.question.strip():
         raise UserError("the question is empty")
+    if len(_base_urls(args)) > 1:
+        raise UserError("ask talks to one model server: give --base-url once")
+    args.base_url = _base_urls(args)[0]
     config = _config(args)
     searcher, index = _searcher(args)
     policy = _policy(args, index)
@@ -107,11 +126,34 @@ def cmd_ask(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from agent.evaluate import DatasetError, evaluate, load_dataset, summarize
-    from agent.rewards import LLMJudge
-    from agent.trajectory import TrajectoryStore
+def _probe(policy) -> bool:
+    """Does a replica's OpenAI-compatible server answer (GET /models)?"""
+    from agent.policies.openai_chat import health
 
+    return bool(health(policy.describe()["base_url"])["ok"])
+
+
+def _question_line(progress) -> str:
+    r = progress.last
+    mark = "error" if r.error else ("stopped" if r.outcome == "stopped" else ("ok" if r.correct else "wrong"))
+    line = f"[{progress.done}/{progress.total}] {r.uid}: {mark}  answer={r.answer!r} reference={r.reference_answer!r}"
+    return line + (f"  ({r.error})" if r.error else "")
+
+
+def cmd_eval(args) -> int:
+    from argparse import Namespace
+
+    from tqdm import tqdm
+
+    from agent.eval_concurrency import run_eval
+    from agent.eval_replicas import ReplicaPool
+    from agent.eval_resume import EvalRun, EvalRunError
+    from agent.eval_table import write_tables
+    from agent.evaluate import DatasetError, load_dataset, summarize
+    from agent.rewards import LLMJudge
+
+    if args.concurrency < 1:
+        raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
     try:
         examples = load_dataset(args.dataset)
     except DatasetError as e:
@@ -119,20 +161,74 @@ def cmd_eval(args) -> int:
     if args.limit is not None:
         examples = examples[: args.limit]
     config = _config(args)
+    urls = _base_urls(args)
     searcher, index = _searcher(args)
-    policy = _policy(args, index)
+    policies = [_policy(Namespace(**{**vars(args), "base_url": url}), index) for url in urls]
+    pool = ReplicaPool(policies, probe=_probe if args.policy == "vllm" else None)
     judge = None
     if args.judge_url:
         from agent.policies import make_policy
 
         judge = LLMJudge(make_policy("vllm", base_url=args.judge_url, model=args.judge_model, api_key=args.api_key))
-    results = []
-    for result in evaluate(examples, policy, searcher, config, store=TrajectoryStore(args.out), judge=judge):
-        results.append(result)
-        mark = "error" if result.error else ("ok" if result.correct else "wrong")
-        print(f"[{len(results)}/{len(examples)}] {result.uid}: {mark}  answer={result.answer!r} reference={result.reference_answer!r}", file=sys.stderr, flush=True)
-    summary = summarize(results) | {"policy": policy.describe(), "dataset": str(args.dataset), "out": str(args.out)}
+    described = policies[0].describe()
+    settings = {"policy": described.get("name"), "model": described.get("model"), "protocol": config.protocol,
+                "max_turns": config.max_turns, "top_k": config.top_k, "search": searcher.describe()}
+    try:
+        run = EvalRun.open(args.out, settings, examples, dataset=str(args.dataset), resume=args.resume)
+    except EvalRunError as e:
+        raise UserError(str(e)) from None
+
+    bar = None
+
+    def progress(p) -> None:
+        nonlocal bar
+        if bar is None:
+            print(f"run {run.run_id} in {run.folder}: {p.total} questions, {p.skipped} already done, "
+                  f"{args.concurrency} at a time on {len(policies)} model server(s), protocol {config.protocol}", file=sys.stderr, flush=True)
+            bar = tqdm(total=p.total, initial=p.skipped, unit="q", file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
+        if p.last is not None:
+            bar.update(1)
+            bar.set_postfix(errors=p.errors, refresh=False)
+            bar.write(_question_line(p), file=sys.stderr)
+
+    interrupted = False
+    try:
+        for _ in run_eval(examples, pool, searcher, config, run, concurrency=args.concurrency, judge=judge,
+                          progress=progress, resume=args.resume):
+            pass
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    results, missing = run.results(examples)  # the summary is always what is on disk
+    summary = summarize(results) | {"missing": len(missing), "policy": described, "protocol": config.protocol,
+                                    "dataset": str(args.dataset), "out": str(args.out), "run": run.run_id}
+    tables = write_tables(run.folder, results, summary)
     print(json.dumps(summary, ensure_ascii=False, indent=1))
+    print(f"table: {tables[0]} and {tables[1].name}", file=sys.stderr)
+    if interrupted:
+        print(f"interrupted: {len(missing)} questions not run; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from agent.eval_compare import compare_runs, describe
+    from agent.eval_resume import EvalRunError
+
+    parser = argparse.ArgumentParser(prog="python -m agent eval compare",
+                                     description="Compare two evaluation runs of the same questions: which flipped, metric deltas (B - A).")
+    parser.add_argument("run_a", help="the first run folder (an `eval --out` folder)")
+    parser.add_argument("run_b", help="the second run folder")
+    args = parser.parse_args(argv)
+    try:
+        comparison = compare_runs(args.run_a, args.run_b)
+    except EvalRunError as e:
+        raise UserError(str(e)) from None
+    for line in describe(comparison):
+        print(line, file=sys.stderr)
+    print(json.dumps(comparison.to_dict(), ensure_ascii=False, indent=1))
     return 0
 
 
@@ -144,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--index", help="a local index folder (python -m search_engine ingest ...)")
         p.add_argument("--search-url", help="our search server instead of a local index, e.g. http://127.0.0.1:8002")
         p.add_argument("--policy", choices=["offline", "vllm", "transformers"], default="offline")
-        p.add_argument("--base-url", help="OpenAI-compatible endpoint for --policy vllm (default http://127.0.0.1:8001/v1)")
+        p.add_argument("--base-url", action="append", help="OpenAI-compatible endpoint for --policy vllm (default http://127.0.0.1:8001/v1); "
+                       "eval: give it several times to spread episodes over several servers of the same model")
         p.add_argument("--model", help="served model name (vllm) or local model folder (transformers)")
         p.add_argument("--api-key", default=None)
         p.add_argument("--temperature", type=float, default=None, help="not sent unless given (the reference sends none)")
@@ -152,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=None, help="seconds per model call (vllm)")
         p.add_argument("--max-turns", type=int, default=10, help="model calls per question (reference UI: 3..10)")
         p.add_argument("--top-k", type=int, default=10, help="hits per search (the reference uses 10)")
+        p.add_argument("--protocol", choices=list(PROFILES), default=DEFAULT_PROFILE,
+                       help="interaction format: training (default: what the released model was trained on), demo (the authors' "
+                            "demo client's crop, our checks and messages) or explain (training, with specific messages for malformed replies)")
         p.add_argument("--out", required=True, help="folder of saved trajectories")
         p.add_argument("-v", "--verbose", action="store_true")
 
@@ -160,11 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(ask)
     ask.set_defaults(func=cmd_ask)
 
-    ev = sub.add_parser("eval", help="evaluate a dataset in the reference format; prints a JSON summary")
+    ev = sub.add_parser("eval", help="evaluate a dataset in the reference format; prints a JSON summary",
+                        epilog="python -m agent eval compare RUN_A RUN_B compares two run folders.")
     ev.add_argument("--dataset", required=True)
     ev.add_argument("--limit", type=int, default=None, help="only the first N questions")
     ev.add_argument("--judge-url", help="OpenAI-compatible endpoint of an LLM judge (optional)")
     ev.add_argument("--judge-model", help="the judge's served model name")
+    ev.add_argument("--concurrency", type=int, default=1, help="episodes in flight at once (a vLLM server batches them)")
+    ev.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                    help="skip the questions already done in --out (default); --no-resume runs every question again")
     common(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -176,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["eval", "compare"]:
+        try:
+            return cmd_compare(argv[2:])
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USER_ERROR
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from agent.policies.base import PolicyError

@@ -9,8 +9,14 @@
 Gold page ids follow the index naming (`{pdf_stem}_{page}`): `page_ids` if given, else the stems of
 `reference_images`, else `file_name`'s stem joined with each `reference_page`.
 
-`evaluate` is a generator yielding one `ExampleResult` per question as it finishes (the app shows
-progress); `summarize` turns the results into the summary the CLI prints.
+Gold evidence boxes (`meta_info.bbox` or `evidence_box`) go onto the trajectory as `gold["boxes"]`
+and are scored by agent/eval_grounding.py.
+
+`run_example` runs and scores one question (on a `ReplicaPool`, agent/eval_replicas.py); `evaluate`
+is a generator yielding one `ExampleResult` per question, one at a time; agent/eval_concurrency.py
+runs many at once into a resumable run folder. `saved_result` rebuilds a result from a saved
+trajectory alone (the summary is always computed from what is on disk); `summarize` turns results
+into the summary the CLI prints.
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from agent.loop import AgentConfig, new_trajectory, run_episode
+from agent.eval_grounding import GoldBoxError, gold_boxes, grounding_scores
+from agent.eval_replicas import ReplicaPool, Stop, run_on_pool
+from agent.loop import AgentConfig, new_trajectory
 from agent.policies.base import Policy
 from agent.rewards import RELEASED_WEIGHTS, LLMJudge, RewardWeights, recall_at, score_trajectory
 from agent.search import Searcher
@@ -106,6 +114,9 @@ class ExampleResult:
     finished: bool
     seconds: float
     error: str | None = None
+    outcome: str = ""  # Trajectory.outcome: answered, no answer, error, stopped, unfinished
+    protocol: str = ""  # the protocol profile it ran with (agent/protocol.py)
+    grounding: dict[str, float] = field(default_factory=dict)  # agent/eval_grounding.grounding_scores
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,28 +130,89 @@ def first_search_hits(trajectory: Trajectory) -> list[str]:
     return []
 
 
-def result_of(example: Example, trajectory: Trajectory, seconds: float, judge: LLMJudge | None = None,
-              weights: RewardWeights = RELEASED_WEIGHTS) -> ExampleResult:
-    scores = score_trajectory(trajectory, judge=judge, weights=weights)
-    trajectory.rewards = scores
+def saved_result(trajectory: Trajectory, seconds: float | None = None) -> ExampleResult:
+    """The result of a scored trajectory, from the trajectory alone (its gold, rewards and turns)."""
+    gold = trajectory.gold or {}
+    scores = dict(trajectory.rewards) or score_trajectory(trajectory)
     hits = first_search_hits(trajectory)
+    if seconds is None:
+        seconds = (trajectory.config.get("eval") or {}).get("seconds")
+        if not isinstance(seconds, (int, float)):
+            seconds = sum(t.model_seconds + t.tool_seconds for t in trajectory.turns)
     return ExampleResult(
-        uid=example.uid,
-        question=example.query,
-        reference_answer=example.reference_answer,
+        uid=str(gold.get("uid", trajectory.id)),
+        question=trajectory.question,
+        reference_answer=str(gold.get("answer", "")),
         answer=trajectory.answer,
         trajectory_id=trajectory.id,
         scores=scores,
-        correct=scores["answer"],
-        first_search_recall_at_1=recall_at(hits, example.gold_pages, 1),
-        first_search_recall_at_5=recall_at(hits, example.gold_pages, 5),
+        correct=scores.get("answer", 0.0),
+        first_search_recall_at_1=recall_at(hits, gold.get("pages", []), 1),
+        first_search_recall_at_5=recall_at(hits, gold.get("pages", []), 5),
         pages_shown=trajectory.retrieved_pages,
         turns=len(trajectory.turns),
         invalid_turns=sum(t.action == "invalid" for t in trajectory.turns),
         finished=trajectory.finished,
-        seconds=seconds,
+        seconds=float(seconds),
         error=trajectory.error,
+        outcome=trajectory.outcome,
+        protocol=str(trajectory.config.get("protocol", "")),
+        grounding=grounding_scores(trajectory),
     )
+
+
+def result_of(example: Example, trajectory: Trajectory, seconds: float, judge: LLMJudge | None = None,
+              weights: RewardWeights = RELEASED_WEIGHTS) -> ExampleResult:
+    """Score `trajectory` (its rewards are set) and return its result."""
+    trajectory.rewards = score_trajectory(trajectory, judge=judge, weights=weights)
+    return saved_result(trajectory, seconds)
+
+
+def example_gold(example: Example) -> dict:
+    """What a trajectory is scored against: answer, gold pages, uid, and gold boxes where the dataset has them."""
+    gold = {"answer": example.reference_answer, "pages": example.gold_pages, "uid": example.uid}
+    try:
+        boxes = gold_boxes(example.meta_info or {}, example.gold_pages)
+    except GoldBoxError as e:
+        log.warning("question %s: its evidence boxes are not scored: %s", example.uid, e)
+        boxes = {}
+    if boxes:
+        gold["boxes"] = boxes
+    return gold
+
+
+def run_example(example: Example, policy: Policy | ReplicaPool, searcher: Searcher, config: AgentConfig,
+                store: TrajectoryStore | None = None, judge: LLMJudge | None = None,
+                weights: RewardWeights = RELEASED_WEIGHTS, trajectory_id: str | None = None,
+                stop: Stop | None = None, **extra_config) -> ExampleResult:
+    """Run one question's episode, score it, save its trajectory (if `store`) and return its result.
+
+    `policy` may be a ReplicaPool (agent/eval_replicas.py). The trajectory is saved even when the
+    episode raised (a bug): then it is recorded as an error and the evaluation goes on.
+    """
+    pool = policy if isinstance(policy, ReplicaPool) else ReplicaPool([policy])
+    trajectory = new_trajectory(example.query, pool.primary, config, gold=example_gold(example), **extra_config)
+    if trajectory_id is not None:
+        trajectory.id = trajectory_id
+    started = time.perf_counter()
+    try:
+        for _ in run_on_pool(trajectory, pool, searcher, config, stop):
+            pass
+    except Exception as e:  # a bug: recorded, so one question does not end a long evaluation
+        log.exception("question %s: the episode raised", example.uid)
+        trajectory.error = f"internal error ({e.__class__.__name__}: {e}); please report it with this trajectory"
+    except BaseException:  # Ctrl-C: keep what was done, unscored (a resumed run runs it again)
+        if store is not None:
+            store.save(trajectory)
+        raise
+    seconds = time.perf_counter() - started
+    trajectory.config = {**trajectory.config, "eval": {**(trajectory.config.get("eval") or {}), "seconds": round(seconds, 3)}}
+    result = result_of(example, trajectory, seconds, judge, weights)
+    if store is not None:
+        store.save(trajectory)
+    log.info("%s: %s (%.1f s)", example.uid, result.outcome if result.error or not result.finished else
+             ("correct" if result.correct else "wrong"), seconds)
+    return result
 
 
 def evaluate(
@@ -152,24 +224,9 @@ def evaluate(
     judge: LLMJudge | None = None,
     weights: RewardWeights = RELEASED_WEIGHTS,
 ) -> Iterator[ExampleResult]:
-    """Run one episode per example, save its trajectory (if `store`), and yield its result."""
+    """Run one episode per example, in order, save its trajectory (if `store`), and yield its result."""
     for example in examples:
-        trajectory = new_trajectory(example.query, policy, config, gold={
-            "answer": example.reference_answer, "pages": example.gold_pages, "uid": example.uid,
-        })
-        started = time.perf_counter()
-        try:
-            for _ in run_episode(trajectory, policy, searcher, config):
-                pass
-        finally:
-            seconds = time.perf_counter() - started
-            if store is not None:  # keep even a partial trajectory when something raised
-                store.save(trajectory)
-        result = result_of(example, trajectory, seconds, judge, weights)
-        if store is not None:
-            store.save(trajectory)  # now with its rewards
-        log.info("%s: %s (%.1f s)", example.uid, "correct" if result.correct else "wrong", seconds)
-        yield result
+        yield run_example(example, policy, searcher, config, store, judge, weights)
 
 
 def _mean(values: list[float]) -> float:
@@ -194,4 +251,19 @@ def summarize(results: list[ExampleResult]) -> dict:
         "finish_rate": _mean([float(r.finished) for r in results]),
         "p50_seconds": float(statistics.median([r.seconds for r in results])) if results else 0.0,
         "errors": sum(r.error is not None for r in results),
+        **grounding_summary(results),
+    }
+
+
+def grounding_summary(results: list[ExampleResult]) -> dict:
+    """Means of the grounding metrics over the questions that have them (with how many do)."""
+    boxed = [r for r in results if "grounding_iou" in r.grounding]
+    attended = [r for r in results if "attention_gold_share" in r.grounding]
+    return {
+        "grounding_questions": len(boxed),
+        "grounding_iou": _mean([r.grounding["grounding_iou"] for r in boxed]),
+        "grounding_cover": _mean([r.grounding["grounding_cover"] for r in boxed]),
+        "crop_rate": _mean([float(r.grounding["crops"] > 0) for r in boxed]),
+        "attention_questions": len(attended),
+        "attention_gold_share": _mean([r.grounding["attention_gold_share"] for r in attended]),
     }

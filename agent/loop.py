@@ -2,9 +2,12 @@
 
 Every turn: rebuild the chat from the trajectory, ask the policy, parse the reply, act, record.
 - search: show the first hit not shown before in this episode (each page at most once);
-- bbox: crop the last image's page region (padding, clamping, crop of a crop: agent/protocol.py);
+- bbox: crop a page region (padding, clamping: agent/protocol.py), by the profile's crop rule;
 - answer: record it and stop;
-- a malformed reply becomes an "invalid" turn whose feedback tells the model what went wrong.
+- a malformed reply becomes an "invalid" turn whose feedback answers it (the profile's style).
+The protocol profile (`AgentConfig.protocol`, agent/protocol.py: training, demo, explain) decides
+which replies are malformed, what they are answered with, how a bbox is cropped and how replies are
+sent back; it is recorded in `trajectory.config["protocol"]`.
 The observation before the last call of the budget carries the final-turn nudge; a budget spent
 without an answer leaves the reference's fallback text as the answer (finished stays False).
 Infrastructure failures (PolicyError, SearchError) end the episode cleanly with
@@ -21,9 +24,10 @@ from PIL import Image
 
 from agent import protocol
 from agent.conversation import build_messages
-from agent.parsing import ParsedReply, check_action, parse_reply
+from agent.parsing import ParsedReply, read_reply
 from agent.policies.base import Policy, PolicyError
-from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_text
+from agent.protocol import LEGACY_PROFILE
+from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_message
 from agent.search import QueryRejected, Searcher, SearchError
 from agent.trajectory import ImageView, Trajectory, Turn
 from search_engine.query import MAX_TOP_K
@@ -35,12 +39,16 @@ log = logging.getLogger(__name__)
 class AgentConfig:
     max_turns: int = 10  # model calls per episode (the reference UI offers 3..10)
     top_k: int = 10  # hits asked of the search engine per query (the reference uses 10)
+    # the protocol profile (agent/protocol.py). The library keeps today's "demo" rules; the CLI and
+    # Settings default to protocol.DEFAULT_PROFILE ("training", what the released model was trained on)
+    protocol: str = LEGACY_PROFILE
 
     def __post_init__(self):
         if not isinstance(self.max_turns, int) or self.max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {self.top_k!r}")
+        protocol.profile(self.protocol)  # ValueError naming the profiles
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,11 +108,27 @@ def _do_search(trajectory: Trajectory, turn: Turn, searcher: Searcher, pages: _P
     _show(trajectory, turn, page, view)
 
 
-def _do_bbox(trajectory: Trajectory, turn: Turn, parsed: ParsedReply, acted_on: ImageView, pages: _Pages) -> None:
-    region = protocol.crop_region(acted_on, list(parsed.bbox))
-    crop = protocol.crop_page(pages.get(acted_on.page_id), region)
+def last_page_view(trajectory: Trajectory) -> ImageView | None:
+    """The last page a search showed (what the training loop's crop cuts from)."""
+    for turn in reversed(trajectory.turns):
+        if turn.shown_page_id and turn.observation is not None:
+            return turn.observation
+    return None
+
+
+def _do_bbox(trajectory: Trajectory, turn: Turn, parsed: ParsedReply, acted_on: ImageView, pages: _Pages, crop_rule: str) -> str | None:
+    """Crop and show; returns why the crop failed (the training rule only), else None."""
+    if crop_rule == "training":
+        page = last_page_view(trajectory)
+        region = protocol.training_crop_box(list(parsed.bbox), acted_on.input_size, page.raw_size)
+        if region is None:
+            return f"{parsed.argument} leaves nothing to crop from the {page.raw_size[0]}x{page.raw_size[1]} page"
+    else:
+        page, region = acted_on, protocol.crop_region(acted_on, list(parsed.bbox))
+    crop = protocol.crop_page(pages.get(page.page_id), region)
     turn.bbox_model, turn.bbox_page, turn.acted_on = list(parsed.bbox), region, acted_on
-    _show(trajectory, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", acted_on, region))
+    _show(trajectory, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", page, region))
+    return None
 
 
 def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig) -> Iterator[Turn]:
@@ -116,6 +140,7 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
     trajectory.config = {**trajectory.config, **config.to_dict()}
     if not trajectory.policy:
         trajectory.policy = policy.describe()
+    profile = protocol.profile(config.protocol)
     pages = _Pages(searcher)
     while len(trajectory.turns) < config.max_turns and not trajectory.finished:
         index = len(trajectory.turns)
@@ -130,7 +155,7 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
         model_seconds = time.perf_counter() - started
         text = completion.text if isinstance(completion.text, str) else ""
         acted_on = last_view(trajectory)
-        parsed = check_action(parse_reply(text), acted_on.input_size if acted_on else None)
+        parsed = read_reply(text, profile.replies, acted_on.input_size if acted_on else None)
         turn = Turn(
             index=index,
             raw_text=text,
@@ -144,15 +169,16 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
         started = time.perf_counter()
         try:
             if not parsed.valid:
-                turn.error, turn.feedback = parsed.error, parsed.feedback
+                turn.error, turn.feedback = parsed.error, feedback_message(profile.feedback, parsed.error_code, parsed.detail)
             elif parsed.action == "answer":
                 trajectory.answer, trajectory.finished = parsed.argument, True
             elif parsed.action == "search":
                 _do_search(trajectory, turn, searcher, pages, config.top_k)
-            else:
-                _do_bbox(trajectory, turn, parsed, acted_on, pages)
+            elif (failed := _do_bbox(trajectory, turn, parsed, acted_on, pages, profile.crop)) is not None:
+                turn.action, turn.error = "invalid", f"bbox cannot be cropped: {failed}"
+                turn.feedback = feedback_message(profile.feedback, "bbox_crop_failed", failed)
         except QueryRejected as e:  # the model's query, refused by the engine: tell the model
-            turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_text("bad_query", str(e))
+            turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_message(profile.feedback, "bad_query", str(e))
         except SearchError as e:
             trajectory.error = str(e)
             log.warning("search failed at turn %d: %s", index, e)

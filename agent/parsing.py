@@ -31,6 +31,17 @@ Outside the image: the reference clamps the padded crop to the image, so a box s
 edge works there. We accept overshoot up to one visual token (28 model pixels) and clamp the same
 way; a box further out (typically 0-1000 normalised or raw-page coordinates) is rejected with the
 image size in the feedback, because clamping it would crop the wrong place without telling anyone.
+
+The training loop's rules (`parse_training`, used by the "training" and "explain" profiles,
+agent/protocol.py) are the reference's own, to the letter: the action is the first match; a missing
+<think>, a second action, an empty query or an empty answer are NOT errors; a reply with no complete
+action is (empty_reply, unclosed_tag or no_action, all answered by the same fixed message); a bbox must
+be JSON of length 4 whose items are all `>= 0` in Python's sense (so `true` counts as 1, and an
+inverted box is accepted here: whether it can be cropped is decided by the crop,
+agent/protocol.training_crop_box); a bbox before any retrieved page is bbox_no_image.
+
+`tags_only` is how the training loop keeps a reply in context: every
+`<(answer|search|think|bbox)>(.*?)</\\1>` match, in order, joined with newlines.
 """
 from __future__ import annotations
 
@@ -43,7 +54,9 @@ from agent.prompts import feedback_text
 
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 ACTION_RE = re.compile(r"<(search|answer|bbox)>(.*?)</\1>", re.DOTALL)
+TAG_RE = re.compile(r"<(answer|search|think|bbox)>(.*?)</\1>", re.DOTALL)  # the training loop's extract_tags
 TAGS = ("think", "search", "bbox", "answer")
+RULES = ("strict", "training")  # which replies are invalid: parse_reply + check_action, or the training loop's
 BBOX_TOLERANCE = 28  # model pixels a box may overshoot the image edge (one visual token)
 
 
@@ -174,3 +187,75 @@ def check_action(parsed: ParsedReply, last_input_size: tuple[int, int] | None) -
 
 def _num(v: float):
     return int(v) if float(v).is_integer() else v
+
+
+# --- the training loop's rules ----------------------------------------------------------------------
+
+
+def tags_only(text: str) -> str:
+    """The reply as the training loop keeps it in context: its tag pairs only, joined with newlines."""
+    return "\n".join(f"<{tag}>{content}</{tag}>" for tag, content in TAG_RE.findall(text or ""))
+
+
+def parse_bbox_training(argument: str) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """The training loop's bbox check: `json.loads`, then `len(b) == 4 and all(x >= 0 for x in b)`.
+
+    (box, None) when it passes, else (None, reason). Never raises. Values are converted to floats
+    (a JSON `true` is 1.0, as Python's `True >= 0` lets it through).
+    """
+    try:
+        value = json.loads(argument)
+    except (ValueError, RecursionError):
+        return None, f"not JSON: {argument[:60]!r}"
+    try:
+        passes = len(value) == 4 and all(x >= 0 for x in value)
+    except TypeError:  # no len() (a number), or items that do not compare with 0 (strings, lists, null)
+        passes = False
+    if not passes:
+        return None, f"expected 4 numbers >= 0, got {argument[:60]}"
+    try:
+        box = tuple(float(v) for v in value)
+    except (OverflowError, TypeError, ValueError):
+        return None, f"coordinates must be numbers that fit a float, got {argument[:60]}"
+    return box, None  # type: ignore[return-value]
+
+
+def parse_training(text: str) -> ParsedReply:
+    """Parse one reply by the training loop's rules (see the module docstring). Pure; never raises."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    think = THINK_RE.search(text)
+    first = ACTION_RE.search(text)
+    thought = think.group(1).strip() if think else None
+    if first is None:
+        base = ParsedReply(text=text, thought=thought)
+        if not text.strip():
+            return _fail(base, "empty_reply", "empty reply")
+        tag = _unclosed(text)
+        if tag:
+            return _fail(base, "unclosed_tag", "unclosed tag", tag)
+        return _fail(base, "no_action", "no <search>, <bbox> or <answer> action")
+    base = ParsedReply(text=text, thought=thought, action=first.group(1), argument=first.group(2).strip(),
+                       raw_action=first.group(0))
+    if base.action != "bbox":
+        return base
+    box, reason = parse_bbox_training(base.argument)
+    if box is None:
+        return _fail(base, "bbox_format", "bad bbox", reason)
+    return replace(base, bbox=box)
+
+
+def check_training(parsed: ParsedReply, has_page: bool) -> ParsedReply:
+    """The training loop's one state check: a bbox needs a retrieved page (the crop decides the rest)."""
+    if parsed.valid and parsed.action == "bbox" and not has_page:
+        return _fail(parsed, "bbox_no_image", "bbox before any page was retrieved")
+    return parsed
+
+
+def read_reply(text: str, rules: str, last_input_size: tuple[int, int] | None) -> ParsedReply:
+    """Parse and check a reply by `rules` ("strict" or "training"), given the last image's size (None: no image yet)."""
+    if rules == "strict":
+        return check_action(parse_reply(text), last_input_size)
+    if rules == "training":
+        return check_training(parse_training(text), last_input_size is not None)
+    raise ValueError(f"unknown reply rules {rules!r}; use one of {', '.join(RULES)}")

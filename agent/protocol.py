@@ -1,14 +1,19 @@
-"""The image side of the VRAG protocol: what size the model sees, how a <bbox> becomes a crop.
-
-Pure functions, numbers in and numbers out, so each rule can be checked by hand
-(../shared/notes/vrag-protocol.md, "One turn" and "Image sizing"):
+"""The VRAG protocol's rules as data and pure functions: the profiles, what size the model sees,
+how a <bbox> becomes a crop. Numbers in and numbers out, so each rule can be checked by hand
+(../shared/notes/vrag-protocol.md, "One turn", "Image sizing", "The training loop differs from the
+demo client"):
 - images are scaled by sqrt(pixel budget / pixels) with truncation to int, plain PIL resize,
   RGB, JPEG, sent as `data:image;base64,...`;
-- a bbox is in the pixels of the LAST image sent; it is mapped to that image's raw version by
-  x*raw_w/input_w, padded by 56 raw pixels per side, clamped, and cropped from the raw image.
+- demo crop (the authors' demo client): a bbox is in the pixels of the LAST image sent; it is mapped
+  to that image's raw version by x*raw_w/input_w, padded by 56 raw pixels per side, clamped, and
+  cropped from the raw image. The raw version of a crop is that crop of the full-resolution page, so
+  every region is kept in page pixels (`ImageView.region`) and a crop of a crop is a crop of the page.
+- training crop (the training loop in validation mode, which produced the paper's numbers): the bbox
+  is padded by 28 pixels per side in the coordinates of the last image in context, then scaled by
+  int(raw * v / input) to the raw size of the last RETRIEVED PAGE (even when the last image was a
+  crop), clamped, and cropped from that page. A box that leaves nothing to crop fails.
 
-The raw version of a crop is that crop of the full-resolution page, so every region is kept in
-page pixels (`ImageView.region`) and a crop of a crop is a crop of the page.
+A profile names one choice per rule; the loop, the parser and the conversation read it.
 """
 from __future__ import annotations
 
@@ -16,14 +21,73 @@ import base64
 import io
 import math
 
+from dataclasses import asdict, dataclass
+
 from PIL import Image
 
-from agent.trajectory import Box, ImageView
+from agent.trajectory import Box, ImageView, Trajectory
 
 MIN_PIXELS = 256 * 28 * 28  # 200,704
 MAX_PIXELS = 512 * 28 * 28  # 401,408
-CROP_PADDING = 56  # raw pixels added on each side of a bbox before cropping
+CROP_PADDING = 56  # raw pixels added on each side of a bbox before cropping (demo client)
+TRAINING_CROP_PADDING = 28  # pixels of the last image in context added on each side (training loop, validation)
+MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's image processor refuses a longer side over 200x the shorter
 IMAGE_URL_PREFIX = "data:image;base64,"
+
+
+# --- profiles --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProtocolProfile:
+    """One choice per rule of the interaction format.
+
+    replies:  which replies are invalid: "strict" (our checks, agent/parsing.parse_reply) or
+              "training" (the training loop's, agent/parsing.parse_training)
+    feedback: what a malformed reply is answered with: "specific" (agent/prompts.FEEDBACK) or
+              "fixed" (the training loop's two messages, agent/prompts.TRAINING_*)
+    crop:     "demo" (56 raw px on the last image shown) or "training" (28 px in the last image's
+              coordinates, onto the last retrieved page)
+    context:  how the model's own replies are sent back: "verbatim" or "tags" (agent/parsing.tags_only)
+    """
+
+    name: str
+    replies: str
+    feedback: str
+    crop: str
+    context: str
+    description: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        ProtocolProfile("training", "training", "fixed", "training", "tags",
+                        "the training loop's validation mode, which produced the released weights and the paper's numbers"),
+        ProtocolProfile("demo", "strict", "specific", "demo", "verbatim",
+                        "the authors' demo client (its crop, replies sent back verbatim) with our checks and specific feedback"),
+        ProtocolProfile("explain", "training", "specific", "training", "tags",
+                        "the training loop, but a malformed reply is told exactly what was wrong (for models that benefit)"),
+    )
+}
+DEFAULT_PROFILE = "training"  # what the released model was trained on (CLI and Settings default)
+LEGACY_PROFILE = "demo"  # what a trajectory that records no profile was run with (all before profiles existed)
+
+
+def profile(name: str) -> ProtocolProfile:
+    """The profile called `name`; ValueError naming the choices otherwise."""
+    try:
+        return PROFILES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown protocol profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
+
+
+def profile_of(trajectory: Trajectory) -> ProtocolProfile:
+    """The profile a trajectory was run with (`config["protocol"]`; older ones ran the demo rules)."""
+    return profile((trajectory.config or {}).get("protocol", LEGACY_PROFILE))
 
 
 PAGE_MEMORY_BLOCKS = 4  # Pillow blocks of 16 MB: one decoded 5334x3000 page (stored as 4 bytes per pixel)
@@ -107,6 +171,49 @@ def crop_region(view: ImageView, bbox: Box, padding: int = CROP_PADDING) -> Box:
     box = pil_crop_box(crop_box(bbox, view.input_size, view.raw_size, padding))
     x0, y0 = view.region[0], view.region[1]
     return [float(x0 + box[0]), float(y0 + box[1]), float(x0 + box[2]), float(y0 + box[3])]
+
+
+def training_crop_box(bbox: Box, last_input_size: tuple[int, int], page_size: tuple[int, int],
+                      padding: float = TRAINING_CROP_PADDING) -> Box | None:
+    """The training loop's crop: page pixels of the region cut, or None when the crop fails.
+
+    `bbox` is in the pixels of the last image in context (`last_input_size`, the size sent), the
+    crop is cut from the last retrieved page (`page_size`, raw pixels):
+        padded = [x1 - 28, y1 - 28, x2 + 28, y2 + 28]
+        area   = [int(raw_w * padded[0] / w), int(raw_h * padded[1] / h), int(raw_w * padded[2] / w), int(raw_h * padded[3] / h)]
+        area   = [max(0, a0), max(0, a1), min(raw_w, a2), min(raw_h, a3)]
+    It fails where the training loop's crop raises: a coordinate too large to convert, nothing left
+    to cut (PIL refuses right < left; an empty crop cannot be resized), or a crop so thin that the
+    model's image processor refuses it (aspect ratio over 200 once resized).
+    """
+    w, h = last_input_size
+    rw, rh = page_size
+    x1, y1, x2, y2 = bbox[0] - padding, bbox[1] - padding, bbox[2] + padding, bbox[3] + padding
+    try:
+        area = [int(rw * x1 / w), int(rh * y1 / h), int(rw * x2 / w), int(rh * y2 / h)]
+    except (OverflowError, ValueError):  # inf or nan after the float conversion
+        return None
+    area = [max(0, area[0]), max(0, area[1]), min(rw, area[2]), min(rh, area[3])]
+    cw, ch = area[2] - area[0], area[3] - area[1]
+    if cw < 1 or ch < 1:
+        return None
+    sw, sh = input_size(cw, ch)
+    if max(sw, sh) / min(sw, sh) > MAX_ASPECT_RATIO:
+        return None
+    return [float(v) for v in area]
+
+
+def bbox_on_page(crop: str, bbox: Box, acted_on: ImageView, page_size: tuple[float, float]) -> Box:
+    """Where a bbox lands on its page by the `crop` rule, before padding and clamping (page pixels).
+
+    demo: in the pixels of the image it was written on (`acted_on`, a page or a crop of it);
+    training: the last image's pixels scaled onto the whole page, as the training loop crops.
+    """
+    if crop == "demo":
+        return acted_on.model_to_page(list(bbox))
+    w, h = acted_on.input_size
+    rw, rh = page_size
+    return [rw * bbox[0] / w, rh * bbox[1] / h, rw * bbox[2] / w, rh * bbox[3] / h]
 
 
 def crop_page(page: Image.Image, region: Box) -> Image.Image:

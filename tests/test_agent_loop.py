@@ -38,7 +38,9 @@ def test_config_validation():
         AgentConfig(top_k=0)
     with pytest.raises(ValueError, match="top_k must be an integer from 1 to 100"):
         AgentConfig(top_k=101)
-    assert AgentConfig().to_dict() == {"max_turns": 10, "top_k": 10}
+    with pytest.raises(ValueError, match="unknown protocol profile"):
+        AgentConfig(protocol="fast")
+    assert AgentConfig().to_dict() == {"max_turns": 10, "top_k": 10, "protocol": "demo"}
 
 
 def test_each_page_is_shown_at_most_once():

@@ -43,7 +43,7 @@ def test_round_trip_bit_for_bit(tmp_path):
     loaded.save(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert np.array_equal(np.load(folder / loaded.turns[0].maps["attention"]), np.arange(6.0).reshape(2, 3))
-    assert loaded.config == {"max_turns": 6, "top_k": 10, "index": "demo"} and loaded.gold["pages"] == ["deck_2"]
+    assert loaded.config == {"max_turns": 6, "top_k": 10, "protocol": "demo", "index": "demo"} and loaded.gold["pages"] == ["deck_2"]
 
 
 def test_saved_trajectory_rebuilds_the_exact_messages(tmp_path):

@@ -7,7 +7,10 @@ import pytest
 from hypothesis import given, settings
 from reply_strategies import replies
 
-from agent.parsing import ACTION_RE, BBOX_TOLERANCE, check_action, check_bbox, parse_bbox, parse_reply
+from agent.parsing import (
+    ACTION_RE, BBOX_TOLERANCE, check_action, check_bbox, check_training, parse_bbox, parse_reply, parse_training, read_reply,
+    tags_only,
+)
 from agent.prompts import FEEDBACK
 
 T = "<think>ok</think>"
@@ -105,6 +108,7 @@ def test_thought_and_bbox_values():
 
 def test_every_feedback_code_is_reachable_and_short():
     codes = {c for *_, c in CASES if c} | {"bbox_no_image", "bbox_outside", "bad_query"}  # bad_query: tests/test_agent_loop.py
+    codes |= {"bbox_crop_failed"}  # the training crop's failure: tests/test_protocol.py, tests/test_agent_profiles.py
     assert codes == set(FEEDBACK)
 
 
@@ -167,3 +171,103 @@ def test_parse_reply_never_raises_and_agrees_with_reference(text):
 
 def test_parse_reply_tolerates_non_strings():
     assert parse_reply(None).error_code == "empty_reply"
+
+
+# --- the training loop's rules (the "training" and "explain" profiles) ----------------------------------
+# (reply, action, argument, error_code): written from the protocol note, not from parse_reply's table
+TRAINING_CASES = [
+    (T + "<search>revenue</search>", "search", "revenue", None),
+    ("<search>no think at all</search>", "search", "no think at all", None),  # a missing <think> is not an error
+    ("just text <answer>42</answer> and more", "answer", "42", None),
+    (T + "<search>a</search><answer>b</answer>", "search", "a", None),  # the first action wins, silently
+    (T + "<answer>b</answer><search>a</search>", "answer", "b", None),
+    ("<think>I could <search>x</search></think><answer>y</answer>", "search", "x", None),
+    (T + "<search></search>", "search", "", None),  # an empty query is searched
+    (T + "<answer> </answer>", "answer", "", None),  # an empty answer is an answer
+    ("<think> never closed <answer>x</answer>", "answer", "x", None),
+    # no action at all
+    ("", None, "", "empty_reply"),
+    ("  \n ", None, "", "empty_reply"),
+    ("just some text", None, "", "no_action"),
+    (T, None, "", "no_action"),
+    (T + "<Search>q</Search>", None, "", "no_action"),
+    (T + "<answer> 42", None, "", "unclosed_tag"),
+    (T + "<search>q</answer>", None, "", "unclosed_tag"),
+    # bbox: json.loads, len == 4, every item >= 0 (Python's comparison)
+    (T + "<bbox>[10, 20, 30, 40]</bbox>", "bbox", "[10, 20, 30, 40]", None),
+    ("<bbox>[10.5, 20, 30.25, 40]</bbox>", "bbox", "[10.5, 20, 30.25, 40]", None),
+    (T + "<bbox>[30, 20, 10, 40]</bbox>", "bbox", "[30, 20, 10, 40]", None),  # inverted: the crop decides
+    (T + "<bbox>[10, 20, 10, 40]</bbox>", "bbox", "[10, 20, 10, 40]", None),  # zero width: padding may save it
+    (T + "<bbox>[true, 2, 3, 4]</bbox>", "bbox", "[true, 2, 3, 4]", None),  # True >= 0 in Python
+    (T + "<bbox>[0, 0, 1000, 1000]</bbox>", "bbox", "[0, 0, 1000, 1000]", None),  # outside: clamped by the crop
+    (T + "<bbox>[1, 2, Infinity, 4]</bbox>", "bbox", "[1, 2, Infinity, 4]", None),  # passes; the crop fails
+    (T + "<bbox>1, 2, 3, 4</bbox>", "bbox", "1, 2, 3, 4", "bbox_format"),
+    (T + "<bbox>[1, 2, 3]</bbox>", "bbox", "[1, 2, 3]", "bbox_format"),
+    (T + "<bbox>[1, 2, 3, 4, 5]</bbox>", "bbox", "[1, 2, 3, 4, 5]", "bbox_format"),
+    (T + "<bbox>[-1, 2, 3, 4]</bbox>", "bbox", "[-1, 2, 3, 4]", "bbox_format"),
+    (T + "<bbox>[NaN, 2, 3, 4]</bbox>", "bbox", "[NaN, 2, 3, 4]", "bbox_format"),  # NaN >= 0 is False
+    (T + '<bbox>["1", 2, 3, 4]</bbox>', "bbox", '["1", 2, 3, 4]', "bbox_format"),
+    (T + "<bbox>[null, 2, 3, 4]</bbox>", "bbox", "[null, 2, 3, 4]", "bbox_format"),
+    (T + "<bbox>[[1, 2], [3, 4], [5, 6], [7, 8]]</bbox>", "bbox", "[[1, 2], [3, 4], [5, 6], [7, 8]]", "bbox_format"),
+    (T + '<bbox>{"a": 1, "b": 2, "c": 3, "d": 4}</bbox>', "bbox", '{"a": 1, "b": 2, "c": 3, "d": 4}', "bbox_format"),
+    (T + '<bbox>"abcd"</bbox>', "bbox", '"abcd"', "bbox_format"),
+    (T + "<bbox>1234</bbox>", "bbox", "1234", "bbox_format"),
+    (T + "<bbox>[1, 2, " + "9" * 400 + ", 4]</bbox>", "bbox", "[1, 2, " + "9" * 400 + ", 4]", "bbox_format"),
+    (T + "<bbox>" + "[" * 5000 + "</bbox>", "bbox", "[" * 5000, "bbox_format"),
+]
+
+
+@pytest.mark.parametrize("reply, action, argument, code", TRAINING_CASES)
+def test_parse_training_table(reply, action, argument, code):
+    parsed = parse_training(reply)
+    assert (parsed.action, parsed.argument, parsed.error_code) == (action, argument, code), parsed.error
+    assert parsed.valid == (code is None) and (parsed.error is None) == (code is None)
+
+
+def test_parse_training_values():
+    assert parse_training("<bbox>[true, 0, 30, 40.5]</bbox>").bbox == (1.0, 0.0, 30.0, 40.5)
+    assert parse_training("<think> t </think><search>q</search>").thought == "t"
+    assert parse_training("<search>q</search>").thought is None
+
+
+def test_check_training_needs_a_retrieved_page_for_bbox():
+    parsed = parse_training("<bbox>[1, 2, 3, 4]</bbox>")
+    assert check_training(parsed, has_page=False).error_code == "bbox_no_image"
+    assert check_training(parsed, has_page=True) is parsed
+    search = parse_training("<search>q</search>")
+    assert check_training(search, has_page=False) is search
+
+
+def test_read_reply_dispatches_by_rules():
+    reply = "<search>no think</search>"
+    assert read_reply(reply, "strict", None).error_code == "missing_think"
+    assert read_reply(reply, "training", None).valid
+    assert read_reply(T + "<bbox>[1, 2, 3, 4]</bbox>", "training", None).error_code == "bbox_no_image"
+    assert read_reply(T + "<bbox>[1, 2, 300, 4]</bbox>", "strict", (100, 100)).error_code == "bbox_outside"
+    assert read_reply(T + "<bbox>[1, 2, 300, 4]</bbox>", "training", (100, 100)).valid  # clamped by the crop
+    with pytest.raises(ValueError, match="unknown reply rules"):
+        read_reply(reply, "lenient", None)
+
+
+@pytest.mark.parametrize("reply, kept", [
+    ("<think>a</think><search>q</search>", "<think>a</think>\n<search>q</search>"),
+    ("Sure! <think> a </think>\n\nnow <bbox>[1, 2, 3, 4]</bbox> done.", "<think> a </think>\n<bbox>[1, 2, 3, 4]</bbox>"),
+    ("no tags at all", ""),
+    ("<think>x</think><answer>first</answer><answer>second</answer>", "<think>x</think>\n<answer>first</answer>\n<answer>second</answer>"),
+    ("<think>I could <search>x</search></think>", "<think>I could <search>x</search></think>"),  # a match holds what is inside
+    ("<think>unclosed <search>q</search>", "<search>q</search>"),
+    ("<caption>c</caption><answer>a</answer>", "<answer>a</answer>"),  # only the four protocol tags
+    ("<think>多行\n思考</think>\n<answer>价格</answer>", "<think>多行\n思考</think>\n<answer>价格</answer>"),
+])
+def test_tags_only_keeps_the_tag_pairs_joined_by_newlines(reply, kept):
+    assert tags_only(reply) == kept
+    assert tags_only(reply) == "\n".join(m.group(0) for m in re.finditer(r"<(answer|search|think|bbox)>(.*?)</\1>", reply, re.DOTALL))
+
+
+@settings(max_examples=500, deadline=None)
+@given(replies)
+def test_parse_training_never_raises_and_takes_the_first_match(text):
+    parsed = parse_training(text)
+    m = ACTION_RE.search(text)
+    assert parsed.action == (m.group(1) if m else None)
+    assert parsed.valid == (m is not None and (m.group(1) != "bbox" or parsed.bbox is not None))

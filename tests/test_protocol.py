@@ -10,7 +10,11 @@ import pytest
 from PIL import Image
 
 from agent import protocol
-from agent.protocol import MAX_PIXELS, MIN_PIXELS, crop_box, crop_region, input_size, page_view, prepare_image, region_view
+from agent.protocol import (
+    DEFAULT_PROFILE, MAX_PIXELS, MIN_PIXELS, PROFILES, crop_box, crop_page, crop_region, input_size, page_view, prepare_image,
+    profile, profile_of, region_view, training_crop_box,
+)
+from agent.trajectory import Trajectory
 
 
 def test_pixel_budget_constants():
@@ -136,3 +140,53 @@ def test_reusing_page_memory_changes_no_byte():
         Image.core.set_blocks_max(0)
     assert reused == default
     assert default[0] == default[2] == default[4]
+
+
+# --- the training loop's crop, by hand (page 1190x1684 shown at 532x753) ----------------------------------
+PAGE, SHOWN = (1190, 1684), (532, 753)
+
+
+@pytest.mark.parametrize("bbox, last_input, padding, expected", [
+    # padded by 28 in the shown image's pixels, then int(raw * v / shown): 32*1190/532 = 71.6 -> 71, ...
+    ([60, 40, 480, 140], SHOWN, 28, [71.0, 26.0, 1136.0, 375.0]),
+    ([60, 40, 480, 140], SHOWN, 0, [134.0, 89.0, 1073.0, 313.0]),  # training rollouts: no padding
+    ([0, 0, 532, 753], SHOWN, 28, [0.0, 0.0, 1190.0, 1684.0]),  # clamped to the page
+    ([100, 0, 60, 50], SHOWN, 28, [161.0, 0.0, 196.0, 174.0]),  # inverted by less than the padding: still a crop
+    # after a crop of 600x400 the box is in the crop's pixels but scaled onto the WHOLE page
+    ([100, 100, 200, 200], (600, 400), 28, [142.0, 303.0, 452.0, 959.0]),
+])
+def test_training_crop_box_by_hand(bbox, last_input, padding, expected):
+    assert training_crop_box(bbox, last_input, PAGE, padding) == expected
+
+
+@pytest.mark.parametrize("bbox, padding", [
+    ([600, 0, 700, 50], 28),  # right of the image: right < left after clamping (PIL refuses)
+    ([200, 0, 100, 50], 28),  # inverted by more than the padding
+    ([0, 100, 532, 100.5], 0),  # 1190x1 px: resized to 15446x12, which Qwen2.5-VL's processor refuses
+    ([float("inf"), 0, 10, 10], 28),  # int(inf) raises in the reference
+    ([0, 800, 10, 900], 28),  # below the image
+])
+def test_training_crop_box_fails_where_the_reference_raises(bbox, padding):
+    assert training_crop_box(bbox, SHOWN, PAGE, padding) is None
+
+
+def test_training_crop_box_agrees_with_pil_on_the_pixels():
+    page = Image.effect_noise(PAGE, 64).convert("RGB")
+    region = training_crop_box([60, 40, 480, 140], SHOWN, PAGE)
+    a = np.asarray(page.crop(tuple(int(v) for v in region)))
+    assert a.shape == (375 - 26, 1136 - 71, 3)
+    assert np.array_equal(np.asarray(crop_page(page, region)), a)
+
+
+def test_profiles():
+    assert set(PROFILES) == {"demo", "training", "explain"} and DEFAULT_PROFILE == "training"
+    training, demo, explain = profile("training"), profile("demo"), profile("explain")
+    assert (training.replies, training.feedback, training.crop, training.context) == ("training", "fixed", "training", "tags")
+    assert (demo.replies, demo.feedback, demo.crop, demo.context) == ("strict", "specific", "demo", "verbatim")
+    # explain differs from training in the feedback only, so comparing the two runs isolates its effect
+    assert {k for k, v in explain.to_dict().items() if v != training.to_dict()[k]} == {"name", "feedback", "description"}
+    with pytest.raises(ValueError, match="unknown protocol profile 'fast'; choose one of: training, demo, explain"):
+        profile("fast")
+    old = Trajectory(question="q", policy={"name": "x"}, config={"max_turns": 10})
+    assert profile_of(old) is demo  # recorded before profiles existed: the demo rules
+    assert profile_of(Trajectory(question="q", policy={"name": "x"}, config={"protocol": "explain"})) is explain
