@@ -38,7 +38,7 @@ import numpy as np
 from agent import attention_maps as am
 from agent.conversation import build_messages
 from agent.qwen_model import LoadedQwenVL, check_qwen25_vl, load_qwen_vl, resolve_model_dir
-from agent.trajectory import ImageView, Trajectory, Turn
+from agent.trajectory import ImageView, Trajectory, Turn, map_path, member_path
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def plan_reforward(trajectory: Trajectory, folder: Path, processor, settings: At
 
     if not trajectory.turns:
         raise AttentionError("the trajectory has no turns")
-    messages = build_messages(trajectory, lambda name: (folder / name).read_bytes())
+    messages = build_messages(trajectory, lambda name: member_path(folder, name).read_bytes())
     last_reply = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     messages = messages[: last_reply + 1]  # later messages cannot change earlier attention
     text, images = render_chat(processor, messages, add_generation_prompt=False)
@@ -275,15 +275,19 @@ def compute_attention_maps(
 
 
 def load_attention_maps(folder, trajectory: Trajectory, turn: int | None = None) -> list[AttentionMap]:
-    """The stored maps of one turn (or all turns), each with its view and page extent."""
+    """The stored maps of one turn (or all turns), each with its view and page extent.
+
+    Files are read only inside `folder` (trajectory.map_path); a map whose file is gone is left out.
+    """
     views = {v.file: v for v in _context_views(trajectory.turns)}
     out = []
     for t in trajectory.turns:
         if turn is not None and t.index != turn:
             continue
         for key, name in t.maps.items():
-            if key.startswith(MAP_PREFIX) and key[len(MAP_PREFIX):] in views:
-                out.append(AttentionMap(turn=t.index, view=views[key[len(MAP_PREFIX):]], values=np.load(Path(folder) / name)))
+            path = map_path(folder, name)  # UnsafePathError for a name leading outside the folder
+            if key.startswith(MAP_PREFIX) and key[len(MAP_PREFIX):] in views and path.is_file():
+                out.append(AttentionMap(turn=t.index, view=views[key[len(MAP_PREFIX):]], values=np.load(path)))
     return out
 
 
