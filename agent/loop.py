@@ -8,11 +8,14 @@ Every turn: rebuild the chat from the trajectory, ask the policy, parse the repl
 The observation before the last call of the budget carries the final-turn nudge; a budget spent
 without an answer leaves the reference's fallback text as the answer (finished stays False).
 Infrastructure failures (PolicyError, SearchError) end the episode cleanly with
-`trajectory.error` set and the turns so far kept; anything else is a bug and raises.
+`trajectory.error` set (and `trajectory.error_hints`, what to do about it) and the turns so far
+kept; so does passing `AgentConfig.episode_timeout`. Anything else is a bug and raises. Failures
+are logged at INFO only: the caller reports `trajectory.error` to the person, once.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -21,6 +24,7 @@ from PIL import Image
 
 from agent import protocol
 from agent.conversation import build_messages
+from agent.deadline import Deadline, DeadlinePassed, run_before
 from agent.parsing import ParsedReply, check_action, parse_reply
 from agent.policies.base import Policy, PolicyError
 from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_text
@@ -35,15 +39,23 @@ log = logging.getLogger(__name__)
 class AgentConfig:
     max_turns: int = 10  # model calls per episode (the reference UI offers 3..10)
     top_k: int = 10  # hits asked of the search engine per query (the reference uses 10)
+    # seconds for the whole episode (None: no limit). A model call still running when it passes is
+    # abandoned: the episode ends at once with `trajectory.error` set. The vLLM policy's call then
+    # stops reading within moments; an in-process model finishes its reply in the background.
+    episode_timeout: float | None = None
 
     def __post_init__(self):
-        if not isinstance(self.max_turns, int) or self.max_turns < 1:
+        if isinstance(self.max_turns, bool) or not isinstance(self.max_turns, int) or self.max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
-        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {self.top_k!r}")
+        timeout = self.episode_timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf):
+            raise ValueError(f"episode_timeout must be a positive number of seconds, got {timeout!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings recorded on a trajectory (limits left unset are left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def new_trajectory(question: str, policy: Policy, config: AgentConfig, gold: dict | None = None, **extra_config) -> Trajectory:
@@ -107,6 +119,25 @@ def _do_bbox(trajectory: Trajectory, turn: Turn, parsed: ParsedReply, acted_on: 
     _show(trajectory, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", acted_on, region))
 
 
+def _ask(policy: Policy, messages: list[dict], deadline: Deadline):
+    """The policy's completion, within what is left of the episode's time (DeadlinePassed if not)."""
+    remaining = deadline.remaining()
+    if remaining is None:
+        return policy.complete(messages)
+    return run_before(lambda _cancelled: policy.complete(messages), remaining, name="policy-call")
+
+
+def _fail(trajectory: Trajectory, message: str, cli_hint: str | None = None, app_hint: str | None = None) -> None:
+    trajectory.error = message
+    trajectory.error_hints = {k: v for k, v in (("cli", cli_hint), ("app", app_hint)) if v}
+    log.info("episode %s ended: %s", trajectory.id, message)
+
+
+def _out_of_time(trajectory: Trajectory, config: AgentConfig, during: str) -> None:
+    _fail(trajectory, f"the episode did not finish within its {config.episode_timeout:g} s limit ({during}; {len(trajectory.turns)} turns kept)",
+          cli_hint="raise --episode-timeout, or lower --max-turns", app_hint="allow the run more time, or lower the turn budget")
+
+
 def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig) -> Iterator[Turn]:
     """Run the episode, appending each Turn to `trajectory.turns` and yielding it when complete.
 
@@ -117,15 +148,21 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
     if not trajectory.policy:
         trajectory.policy = policy.describe()
     pages = _Pages(searcher)
+    deadline = Deadline(config.episode_timeout)
     while len(trajectory.turns) < config.max_turns and not trajectory.finished:
         index = len(trajectory.turns)
+        if deadline.passed:
+            _out_of_time(trajectory, config, f"before turn {index + 1}")
+            return
         messages = build_messages(trajectory, trajectory.images.__getitem__)
         started = time.perf_counter()
         try:
-            completion = policy.complete(messages)
+            completion = _ask(policy, messages, deadline)
         except PolicyError as e:
-            trajectory.error = str(e)
-            log.warning("policy failed at turn %d: %s", index, e)
+            _fail(trajectory, str(e), e.cli_hint, e.app_hint)
+            return
+        except DeadlinePassed:
+            _out_of_time(trajectory, config, f"the model was still answering turn {index + 1}")
             return
         model_seconds = time.perf_counter() - started
         text = completion.text if isinstance(completion.text, str) else ""
@@ -154,8 +191,7 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
         except QueryRejected as e:  # the model's query, refused by the engine: tell the model
             turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_text("bad_query", str(e))
         except SearchError as e:
-            trajectory.error = str(e)
-            log.warning("search failed at turn %d: %s", index, e)
+            _fail(trajectory, str(e))
         turn.tool_seconds = time.perf_counter() - started
         if not trajectory.finished and trajectory.error is None and index == config.max_turns - 2:
             turn.feedback = _join(turn.feedback, FINAL_TURN_NUDGE)
