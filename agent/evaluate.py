@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from agent.loop import AgentConfig, new_trajectory, run_episode
-from agent.policies.base import Policy
+from agent.policies.base import Policy, PolicyError
 from agent.rewards import RELEASED_WEIGHTS, LLMJudge, RewardWeights, recall_at, score_trajectory
 from agent.search import Searcher
 from agent.trajectory import Trajectory, TrajectoryStore
@@ -105,7 +105,8 @@ class ExampleResult:
     invalid_turns: int
     finished: bool
     seconds: float
-    error: str | None = None
+    error: str | None = None  # why the episode (or its judge) failed; the other questions go on
+    error_hints: dict[str, str] = field(default_factory=dict)  # {"cli": ..., "app": ...}: what to do about it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,7 +122,14 @@ def first_search_hits(trajectory: Trajectory) -> list[str]:
 
 def result_of(example: Example, trajectory: Trajectory, seconds: float, judge: LLMJudge | None = None,
               weights: RewardWeights = RELEASED_WEIGHTS) -> ExampleResult:
-    scores = score_trajectory(trajectory, judge=judge, weights=weights)
+    """Score `trajectory`; a judge that fails leaves the exact-match scores and names its failure."""
+    error, hints = trajectory.error, dict(trajectory.error_hints)
+    try:
+        scores = score_trajectory(trajectory, judge=judge, weights=weights)
+    except PolicyError as e:
+        scores = score_trajectory(trajectory, judge=None, weights=weights)
+        error = error or f"the judge failed: {e}"
+        hints = hints or {k: v for k, v in (("cli", e.cli_hint), ("app", e.app_hint)) if v}
     trajectory.rewards = scores
     hits = first_search_hits(trajectory)
     return ExampleResult(
@@ -139,7 +147,8 @@ def result_of(example: Example, trajectory: Trajectory, seconds: float, judge: L
         invalid_turns=sum(t.action == "invalid" for t in trajectory.turns),
         finished=trajectory.finished,
         seconds=seconds,
-        error=trajectory.error,
+        error=error,
+        error_hints=hints,
     )
 
 
@@ -152,7 +161,11 @@ def evaluate(
     judge: LLMJudge | None = None,
     weights: RewardWeights = RELEASED_WEIGHTS,
 ) -> Iterator[ExampleResult]:
-    """Run one episode per example, save its trajectory (if `store`), and yield its result."""
+    """Run one episode per example, save its trajectory (if `store`), and yield its result.
+
+    A question whose model call, search or judge fails yields a result with `error` set (its
+    partial trajectory saved with that error) and the evaluation goes on with the next.
+    """
     for example in examples:
         trajectory = new_trajectory(example.query, policy, config, gold={
             "answer": example.reference_answer, "pages": example.gold_pages, "uid": example.uid,
