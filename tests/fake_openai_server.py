@@ -115,6 +115,7 @@ class FakeOpenAIServer:
         self.limit_images = limit_images
         self.requests: list[dict] = []  # bodies of chat completion requests, in order
         self.paths: list[str] = []  # every request line path
+        self.arrivals: list[float] = []  # time.monotonic() when each chat request was read (to measure deadlines)
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # ends Hang and Trickle replies when the server stops
         self._httpd: ThreadingHTTPServer | None = None
@@ -197,6 +198,7 @@ class FakeOpenAIServer:
                 except ValueError:
                     return self._error(400, "request body is not JSON")
                 server.requests.append(body)
+                server.arrivals.append(time.monotonic())
                 if body.get("model") != server.model:
                     return self._error(404, f"The model `{body.get('model')}` does not exist.")
                 if not isinstance(body.get("messages"), list) or not body["messages"]:
