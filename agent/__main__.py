@@ -196,7 +196,7 @@ def cmd_trajectories_import(args) -> int:
         else:
             report = trajectory_io.import_zip(source, store, name=source.name)
     except trajectory_io.TrajectoryImportError as e:
-        print(f"refused: {e}", file=sys.stderr)
+        print(f"refused: {source.name}: {e}", file=sys.stderr)
         return EXIT_FAILED
     for tid in report.imported:
         print(f"imported: {tid}")

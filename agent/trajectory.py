@@ -77,7 +77,7 @@ def check_id(trajectory_id: object) -> str:
 def _file_name(suffixes: tuple[str, ...]):
     def check(name: str) -> str:
         if not is_safe_name(name) or not name.lower().endswith(suffixes):
-            raise ValueError(f"{name[:80]!r} is not a plain {'/'.join(suffixes)} file name inside the trajectory folder")
+            raise ValueError(f"{str(name)[:80]!r} is not a plain {'/'.join(suffixes)} file name inside the trajectory folder")
         return name
 
     return check
@@ -100,14 +100,18 @@ def member_path(folder: str | os.PathLike, name: str) -> Path:
 
 def image_path(folder: str | os.PathLike, view: ImageView) -> Path:
     """Where the JPEG the model saw for `view` is kept in a saved trajectory folder (UnsafePathError if outside)."""
-    return member_path(folder, _file_name(IMAGE_SUFFIXES)(view.file))
+    return _named_file(folder, view.file, IMAGE_SUFFIXES)
 
 
 def map_path(folder: str | os.PathLike, name: str) -> Path:
     """Where an attention map (`Turn.maps` value) is kept in a saved trajectory folder (UnsafePathError if outside)."""
+    return _named_file(folder, name, (MAP_SUFFIX,))
+
+
+def _named_file(folder: str | os.PathLike, name: object, suffixes: tuple[str, ...]) -> Path:
     try:
-        name = _file_name((MAP_SUFFIX,))(name)
-    except ValueError as e:
+        name = _file_name(suffixes)(name)
+    except (ValueError, TypeError, AttributeError) as e:
         raise UnsafePathError(str(e)) from None
     return member_path(folder, name)
 
