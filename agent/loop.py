@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterator, TypeVar
 
 from PIL import Image
 
@@ -33,15 +33,17 @@ from agent.trajectory import ImageView, Trajectory, Turn
 from search_engine.query import MAX_TOP_K
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
 class AgentConfig:
     max_turns: int = 10  # model calls per episode (the reference UI offers 3..10)
     top_k: int = 10  # hits asked of the search engine per query (the reference uses 10)
-    # seconds for the whole episode (None: no limit). A model call still running when it passes is
-    # abandoned: the episode ends at once with `trajectory.error` set. The vLLM policy's call then
-    # stops reading within moments; an in-process model finishes its reply in the background.
+    # seconds for the whole episode (None: no limit). A model call or tool call still running when it
+    # passes is abandoned: the episode ends at once with `trajectory.error` set and the turns so far
+    # kept. The vLLM policy's call then stops reading within moments; an in-process model, or a local
+    # search loading its embedder, finishes in the background and its result is dropped.
     episode_timeout: float | None = None
 
     def __post_init__(self):
@@ -90,18 +92,17 @@ class _Pages:
         return self.image
 
 
-def _show(trajectory: Trajectory, turn: Turn, image: Image.Image, view: ImageView) -> None:
+def _show(images: dict[str, bytes], turn: Turn, image: Image.Image, view: ImageView) -> None:
     resized, jpeg = protocol.prepare_image(image)
     if resized.size != tuple(view.input_size):  # the view must describe exactly what was sent
         raise AssertionError(f"sent {resized.size} but recorded {view.input_size}")
-    trajectory.images[view.file] = jpeg
+    images[view.file] = jpeg
     turn.observation = view
 
 
-def _do_search(trajectory: Trajectory, turn: Turn, searcher: Searcher, pages: _Pages, top_k: int) -> None:
+def _do_search(images: dict[str, bytes], turn: Turn, shown: set[str], searcher: Searcher, pages: _Pages, top_k: int) -> None:
     hits = searcher.search(turn.argument, top_k)
     turn.hits = [h.to_dict() for h in hits]
-    shown = set(trajectory.retrieved_pages)
     hit = next((h for h in hits if h.page_id not in shown), None)
     if hit is None:
         turn.feedback = ALL_PAGES_SHOWN if hits else NO_PAGES_FOUND
@@ -109,22 +110,36 @@ def _do_search(trajectory: Trajectory, turn: Turn, searcher: Searcher, pages: _P
     page = pages.get(hit.page_id)
     view = protocol.page_view(f"turn{turn.index:02d}-page.jpg", hit.page_id, hit.image_file, page.size)
     turn.shown_page_id = hit.page_id
-    _show(trajectory, turn, page, view)
+    _show(images, turn, page, view)
 
 
-def _do_bbox(trajectory: Trajectory, turn: Turn, parsed: ParsedReply, acted_on: ImageView, pages: _Pages) -> None:
+def _do_bbox(images: dict[str, bytes], turn: Turn, parsed: ParsedReply, acted_on: ImageView, pages: _Pages) -> None:
     region = protocol.crop_region(acted_on, list(parsed.bbox))
     crop = protocol.crop_page(pages.get(acted_on.page_id), region)
     turn.bbox_model, turn.bbox_page, turn.acted_on = list(parsed.bbox), region, acted_on
-    _show(trajectory, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", acted_on, region))
+    _show(images, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", acted_on, region))
 
 
-def _ask(policy: Policy, messages: list[dict], deadline: Deadline):
-    """The policy's completion, within what is left of the episode's time (DeadlinePassed if not)."""
+def _carry_out(turn: Turn, parsed: ParsedReply, trajectory: Trajectory, acted_on: ImageView | None, searcher: Searcher,
+               pages: _Pages, top_k: int) -> tuple[Turn, dict[str, bytes]]:
+    """A valid search or bbox, done on a copy of `turn`: (the completed turn, the JPEGs it showed).
+
+    Nothing the episode holds is changed, so a call abandoned at the episode's deadline leaves no trace.
+    """
+    turn, images = replace(turn), {}
+    if parsed.action == "search":
+        _do_search(images, turn, set(trajectory.retrieved_pages), searcher, pages, top_k)
+    else:
+        _do_bbox(images, turn, parsed, acted_on, pages)
+    return turn, images
+
+
+def _within(deadline: Deadline, call: Callable[[], T], name: str) -> T:
+    """`call()`, within what is left of the episode's time (DeadlinePassed if not); direct without a limit."""
     remaining = deadline.remaining()
     if remaining is None:
-        return policy.complete(messages)
-    return run_before(lambda _cancelled: policy.complete(messages), remaining, name="policy-call")
+        return call()
+    return run_before(lambda _cancelled: call(), remaining, name=name)
 
 
 def _fail(trajectory: Trajectory, message: str, cli_hint: str | None = None, app_hint: str | None = None) -> None:
@@ -133,8 +148,8 @@ def _fail(trajectory: Trajectory, message: str, cli_hint: str | None = None, app
     log.info("episode %s ended: %s", trajectory.id, message)
 
 
-def _out_of_time(trajectory: Trajectory, config: AgentConfig, during: str) -> None:
-    _fail(trajectory, f"the episode did not finish within its {config.episode_timeout:g} s limit ({during}; {len(trajectory.turns)} turns kept)",
+def _out_of_time(trajectory: Trajectory, config: AgentConfig, during: str, kept: int) -> None:
+    _fail(trajectory, f"the episode did not finish within its {config.episode_timeout:g} s limit ({during}; {kept} turns kept)",
           cli_hint="raise --episode-timeout, or lower --max-turns", app_hint="allow the run more time, or lower the turn budget")
 
 
@@ -152,17 +167,17 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
     while len(trajectory.turns) < config.max_turns and not trajectory.finished:
         index = len(trajectory.turns)
         if deadline.passed:
-            _out_of_time(trajectory, config, f"before turn {index + 1}")
+            _out_of_time(trajectory, config, f"before turn {index + 1}", index)
             return
         messages = build_messages(trajectory, trajectory.images.__getitem__)
         started = time.perf_counter()
         try:
-            completion = _ask(policy, messages, deadline)
+            completion = _within(deadline, lambda: policy.complete(messages), "policy-call")
         except PolicyError as e:
             _fail(trajectory, str(e), e.cli_hint, e.app_hint)
             return
         except DeadlinePassed:
-            _out_of_time(trajectory, config, f"the model was still answering turn {index + 1}")
+            _out_of_time(trajectory, config, f"the model was still answering turn {index + 1}", index)
             return
         model_seconds = time.perf_counter() - started
         text = completion.text if isinstance(completion.text, str) else ""
@@ -184,14 +199,17 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
                 turn.error, turn.feedback = parsed.error, parsed.feedback
             elif parsed.action == "answer":
                 trajectory.answer, trajectory.finished = parsed.argument, True
-            elif parsed.action == "search":
-                _do_search(trajectory, turn, searcher, pages, config.top_k)
             else:
-                _do_bbox(trajectory, turn, parsed, acted_on, pages)
+                turn, images = _within(deadline, lambda: _carry_out(turn, parsed, trajectory, acted_on, searcher, pages, config.top_k),
+                                       f"{parsed.action}-call")
+                trajectory.images.update(images)
         except QueryRejected as e:  # the model's query, refused by the engine: tell the model
             turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_text("bad_query", str(e))
         except SearchError as e:
             _fail(trajectory, str(e))
+        except DeadlinePassed:  # the model's reply is kept; what it asked for was not done
+            turn.error = f"the {parsed.action} was not carried out: the episode's time ran out"
+            _out_of_time(trajectory, config, f"turn {index + 1}'s {parsed.action} was still running", index + 1)
         turn.tool_seconds = time.perf_counter() - started
         if not trajectory.finished and trajectory.error is None and index == config.max_turns - 2:
             turn.feedback = _join(turn.feedback, FINAL_TURN_NUDGE)
