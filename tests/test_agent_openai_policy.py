@@ -142,3 +142,16 @@ def test_factory_reports_a_missing_policy_module(monkeypatch):
 def test_factory_drops_none_options():
     policy = make_policy("vllm", base_url="http://gpu:8001", model=None, temperature=None)
     assert policy.model == "Qwen/Qwen2.5-VL-7B-Instruct" and policy.base_url == "http://gpu:8001/v1" and policy.temperature is None
+
+
+def test_health_is_bounded_and_never_raises():
+    """A server that accepts the connection and never answers its models list: the check gives up at its timeout."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # the kernel accepts the connection; nobody ever answers
+        started = time.perf_counter()
+        status = health(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", timeout=1.0)
+        assert time.perf_counter() - started < 1.5
+    assert status["ok"] is False and status["models"] == [] and "did not answer within 1 s" in status["error"]

@@ -282,7 +282,7 @@ def _status_error(endpoint: str, model: str, e: openai.APIStatusError) -> Policy
 
 
 def health(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> dict:
-    """Is an OpenAI-compatible server up? GET {base_url}/models.
+    """Is an OpenAI-compatible server up? GET {base_url}/models, within `timeout` seconds in all.
 
     Returns {"ok": bool, "url": ..., "models": [ids], "error": str | None}; never raises.
     """
@@ -291,13 +291,22 @@ def health(base_url: str, api_key: str = "EMPTY", timeout: float = 3.0) -> dict:
     except ValueError as e:
         return {"ok": False, "url": str(base_url), "models": [], "error": str(e)}
     url = f"{base}/models"
-    client = openai.OpenAI(base_url=base, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+
+    def models(_cancelled) -> list[str]:
+        client = openai.OpenAI(base_url=base, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+        try:
+            return [str(m.id) for m in client.models.list()]
+        finally:
+            client.close()
+
     try:
-        models = [m.id for m in client.models.list()]
+        found = run_before(models, timeout, name="vllm-health")
+    except DeadlinePassed:
+        return {"ok": False, "url": url, "models": [], "error": f"{url} did not answer within {timeout:g} s"}
     except openai.APIStatusError as e:
         return {"ok": False, "url": url, "models": [], "error": f"HTTP {e.status_code} from {url}"}
     except openai.APIError as e:
         return {"ok": False, "url": url, "models": [], "error": f"cannot reach {url} ({_cause(e)})"}
-    finally:
-        client.close()
-    return {"ok": True, "url": url, "models": models, "error": None}
+    except Exception as e:  # noqa: BLE001 - a reply of the wrong shape, whatever the SDK makes of it
+        return {"ok": False, "url": url, "models": [], "error": f"{url} did not send a list of models ({e.__class__.__name__})"}
+    return {"ok": True, "url": url, "models": found, "error": None}
