@@ -121,17 +121,21 @@ def _do_bbox(images: dict[str, bytes], turn: Turn, parsed: ParsedReply, acted_on
 
 
 def _carry_out(turn: Turn, parsed: ParsedReply, trajectory: Trajectory, acted_on: ImageView | None, searcher: Searcher,
-               pages: _Pages, top_k: int) -> tuple[Turn, dict[str, bytes]]:
-    """A valid search or bbox, done on a copy of `turn`: (the completed turn, the JPEGs it showed).
+               pages: _Pages, top_k: int) -> tuple[Turn, dict[str, bytes], SearchError | None]:
+    """A valid search or bbox, done on a copy of `turn`: (the turn as far as it got, the JPEGs it showed,
+    the search failure that stopped it, if any; e.g. hits found but the page image not fetched).
 
     Nothing the episode holds is changed, so a call abandoned at the episode's deadline leaves no trace.
     """
     turn, images = replace(turn), {}
-    if parsed.action == "search":
-        _do_search(images, turn, set(trajectory.retrieved_pages), searcher, pages, top_k)
-    else:
-        _do_bbox(images, turn, parsed, acted_on, pages)
-    return turn, images
+    try:
+        if parsed.action == "search":
+            _do_search(images, turn, set(trajectory.retrieved_pages), searcher, pages, top_k)
+        else:
+            _do_bbox(images, turn, parsed, acted_on, pages)
+    except SearchError as e:  # (a QueryRejected is not one: it goes to the caller, who tells the model)
+        return turn, {}, e
+    return turn, images, None
 
 
 def _within(deadline: Deadline, call: Callable[[], T], name: str) -> T:
@@ -200,13 +204,13 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
             elif parsed.action == "answer":
                 trajectory.answer, trajectory.finished = parsed.argument, True
             else:
-                turn, images = _within(deadline, lambda: _carry_out(turn, parsed, trajectory, acted_on, searcher, pages, config.top_k),
-                                       f"{parsed.action}-call")
+                turn, images, failure = _within(deadline, lambda: _carry_out(turn, parsed, trajectory, acted_on, searcher, pages,
+                                                                          config.top_k), f"{parsed.action}-call")
                 trajectory.images.update(images)
+                if failure is not None:
+                    _fail(trajectory, str(failure))
         except QueryRejected as e:  # the model's query, refused by the engine: tell the model
             turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_text("bad_query", str(e))
-        except SearchError as e:
-            _fail(trajectory, str(e))
         except DeadlinePassed:  # the model's reply is kept; what it asked for was not done
             turn.error = f"the {parsed.action} was not carried out: the episode's time ran out"
             _out_of_time(trajectory, config, f"turn {index + 1}'s {parsed.action} was still running", index + 1)

@@ -155,6 +155,19 @@ def test_search_error_stops_cleanly_and_records_the_turn():
     assert "http://127.0.0.1:9/search" in traj.error and len(policy.calls) == 1
 
 
+def test_a_page_fetch_failure_keeps_the_hits_found():
+    class NoPages(MemorySearcher):
+        def page_image(self, page_id):
+            raise SearchError(f"the search server has no image for {page_id}")
+
+    policy = ScriptedPolicy([T + "<search>q</search>"])
+    config = AgentConfig()
+    traj = new_trajectory("q?", policy, config)
+    [turn] = list(run_episode(traj, policy, NoPages(PAGES), config))
+    assert len(turn.hits) == 3 and turn.observation is None and traj.images == {}
+    assert traj.error.startswith("the search server has no image for")
+
+
 def test_bugs_raise():
     class Buggy(MemorySearcher):
         def search(self, query, top_k):
