@@ -91,8 +91,11 @@ def member_path(folder: str | os.PathLike, name: str) -> Path:
     """
     if not is_safe_name(name):
         raise UnsafePathError(f"{str(name)[:80]!r} is not a plain file name inside the trajectory folder")
-    base = Path(folder).resolve()
-    path = (base / name).resolve()
+    try:
+        base = Path(folder).resolve()
+        path = (base / name).resolve()
+    except (OSError, RuntimeError) as e:  # a link loop, an unreadable folder
+        raise UnsafePathError(f"{name!r} in {folder} cannot be resolved ({e})") from None
     if path.parent != base:
         raise UnsafePathError(f"{name!r} in {base} leads outside the trajectory folder (a link to {path})")
     return path
@@ -136,7 +139,7 @@ def page_image_path(index, page_id: str) -> Path | None:
         page = index.page(page_id)
         base = Path(index.folder).resolve()
         path = Path(page.image_file).resolve()
-    except (KeyError, OSError, ValueError, TypeError):
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError):
         return None
     if not path.is_relative_to(base) or not path.is_file():
         return None

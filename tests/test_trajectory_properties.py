@@ -153,7 +153,7 @@ def record_mutation(draw, record: dict):
 
 
 FILE_MUTATIONS = st.tuples(
-    st.sampled_from(["delete", "garbage", "text", "link to secret", "link to secret dir", "link to passwd", "swap"]),
+    st.sampled_from(["delete", "garbage", "text", "link to secret", "link to secret dir", "link to passwd", "swap", "link loop"]),
     st.integers(0, 30),
 )
 
@@ -173,6 +173,8 @@ def apply_file_mutation(folder: Path, outside: Path, kind: str, pick: int) -> No
         (folder / "OUTSIDE").symlink_to(outside, target_is_directory=True)
     elif kind == "link to passwd":
         target.symlink_to(outside / "passwd")
+    elif kind == "link loop":
+        target.symlink_to(target.name)  # a link to itself
     elif kind == "swap" and len(files) > 1:
         shutil.copyfile(files[(pick + 1) % len(files)], target)
 
