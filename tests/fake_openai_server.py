@@ -116,6 +116,7 @@ class FakeOpenAIServer:
         self.requests: list[dict] = []  # bodies of chat completion requests, in order
         self.paths: list[str] = []  # every request line path
         self.arrivals: list[float] = []  # time.monotonic() when each chat request was read (to measure deadlines)
+        self.hung_up: list[float] = []  # time.monotonic() when a client closed the connection before the reply was sent
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # ends Hang and Trickle replies when the server stops
         self._httpd: ThreadingHTTPServer | None = None
@@ -143,6 +144,7 @@ class FakeOpenAIServer:
                 try:
                     super().handle_one_request()
                 except (BrokenPipeError, ConnectionResetError):
+                    server.hung_up.append(time.monotonic())
                     self.close_connection = True
 
             def _raw(self, entry: Raw) -> None:

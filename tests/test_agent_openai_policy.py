@@ -77,6 +77,26 @@ def test_timeout():
         assert server.base_url in str(e.value)
 
 
+def test_the_deadline_is_on_the_whole_call_and_the_abandoned_read_stops():
+    """Headers at once, then a byte every 0.2 s: each read is quick, the call is not."""
+    import json
+
+    from fake_openai_server import Trickle, completion_json
+
+    body = json.dumps(completion_json("<answer>x</answer>")).encode()  # ~250 bytes: 50 s if read to the end
+    with FakeOpenAIServer([Trickle(body, interval=0.2)]) as server:
+        policy = OpenAIChatPolicy(base_url=server.base_url, model=MODEL, timeout=1.0)
+        started = time.perf_counter()
+        with pytest.raises(PolicyError, match=r"did not answer within 1 s") as e:
+            policy.complete(MESSAGES)
+        assert time.perf_counter() - started < 1.2
+        assert e.value.cli_hint == "raise --timeout, or check the server's load"
+        deadline = time.monotonic() + 3
+        while not server.hung_up and time.monotonic() < deadline:  # the worker stops reading at its next byte
+            time.sleep(0.05)
+        assert server.hung_up and server.hung_up[0] - server.arrivals[0] < 1.0 + 1.0
+
+
 @pytest.mark.parametrize("failure, words, cli, app", [
     (Fail(500, "CUDA out of memory"), ["HTTP 500", "CUDA out of memory"], ["server's log"], ["log"]),
     (Fail(400, CONTEXT_ERROR), ["HTTP 400", "longer than the model's context", "32768"], ["--max-model-len", "--max-turns"], ["turn budget"]),

@@ -37,7 +37,6 @@ SERVE_HINT = (  # bound to this machine only; see the README for serving it to o
     "--served-model-name Qwen/Qwen2.5-VL-7B-Instruct"
 )
 MAX_REPLY_BYTES = 4 * 1024**2  # a 32k-token reply is about 150 KB of JSON; more is not a chat reply
-_READ_CHUNK = 64 * 1024
 _CONTEXT_WORDS = ("context length", "maximum model length", "max_model_len", "too long", "maximum context")
 _IMAGE_LIMIT_WORDS = ("at most", "limit-mm-per-prompt", "multimodal items", "image(s)")
 _NOT_A_CHAT_SERVER = {
@@ -166,7 +165,7 @@ class OpenAIChatPolicy:
 def _read_body(response, endpoint: str, cancelled: threading.Event) -> bytes:
     chunks, size = [], 0
     try:
-        for chunk in response.iter_bytes(_READ_CHUNK):
+        for chunk in response.iter_bytes():  # as the bytes arrive (a chunk size would wait for it to fill)
             if cancelled.is_set():  # the caller has given up: stop reading
                 return b""
             size += len(chunk)
