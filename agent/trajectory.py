@@ -212,6 +212,7 @@ class Gold(TypedDict, total=False):
     answers: list[str]
     pages: list[str]
     uid: str
+    boxes: dict[str, Box | list[Box]]  # page id -> evidence box(es) in page pixels (attention's gold share)
 
 
 # --- the record --------------------------------------------------------------------------------------
