@@ -82,6 +82,8 @@ def _describe_turn(turn) -> str:
     head = f"[{turn.index + 1}] {turn.action}"
     if turn.action == "invalid":
         return f"{head}: {turn.error}"
+    if turn.error:  # a search or crop not carried out (the episode's time ran out)
+        return f"{head} {turn.argument}: {turn.error}"
     if turn.action == "search":
         if turn.shown_page_id:
             score = next((h["score"] for h in turn.hits if h["page_id"] == turn.shown_page_id), 0.0)

@@ -231,7 +231,9 @@ def test_episode_deadline_ends_the_run_cleanly(index_dir, tmp_path, capsys):
     [error] = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert "did not finish within its 2 s limit" in error and "--episode-timeout" in captured.err
     [saved], _ = TrajectoryStore(tmp_path).list()
-    assert saved.error == error.removeprefix("error: ") and 1 <= len(saved.turns) <= 2 and not saved.finished
+    assert saved.error == error.removeprefix("error: ") and 1 <= len(saved.turns) <= 3 and not saved.finished
+    steps = [line for line in captured.out.splitlines() if line.startswith("[")]
+    assert len(steps) == len(saved.turns)  # every kept turn was printed, a crop cut short by the deadline too
     assert saved.config["episode_timeout"] == 2.0
     assert seconds < 2 + 1.0 + 3.0  # the deadline, a second, and the index opening before the run starts
 
@@ -241,3 +243,13 @@ def test_a_bad_timeout_is_a_user_error(index_dir, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --timeout must be a positive number")
     assert main(ask_argv("http://127.0.0.1:1/v1", tmp_path, index_dir) + ["--episode-timeout", "-1"]) == 2
     assert capsys.readouterr().err.startswith("error: episode_timeout must be a positive number")
+
+
+def test_a_turn_cut_short_by_the_deadline_is_printed():
+    from agent.__main__ import _describe_turn
+    from agent.trajectory import Turn
+
+    for action in ("bbox", "search"):
+        turn = Turn(index=1, raw_text="...", action=action, argument="[1, 2, 3, 4]",
+                    error=f"the {action} was not carried out: the episode's time ran out")
+        assert _describe_turn(turn) == f"[2] {action} [1, 2, 3, 4]: the {action} was not carried out: the episode's time ran out"
