@@ -349,6 +349,9 @@ class Trajectory:
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
             raise TrajectoryFormatError(f"trajectory schema version {version!r} is not supported (expected {SCHEMA_VERSION})", field="schema_version")
+        for key in _RECORDED:  # defaults for new trajectories, never for a record: it would change on every load
+            if key not in d:
+                raise TrajectoryFormatError(f"{key}: Field required (a saved trajectory always records it)", field=key)
         trajectory = _validate(cls, d)
         for i, turn in enumerate(trajectory.turns):
             if turn.index != i:
@@ -402,6 +405,7 @@ class Trajectory:
 
 
 _IN_MEMORY = ("images", "error_hints")
+_RECORDED = ("id", "created_at")
 
 
 @cache

@@ -175,8 +175,8 @@ def apply_file_mutation(folder: Path, outside: Path, kind: str, pick: int) -> No
         target.symlink_to(outside / "passwd")
     elif kind == "link loop":
         target.symlink_to(target.name)  # a link to itself
-    elif kind == "swap" and len(files) > 1:
-        shutil.copyfile(files[(pick + 1) % len(files)], target)
+    elif kind == "swap" and len(files) > 1 and not files[(pick + 1) % len(files)].is_symlink():
+        shutil.copyfile(files[(pick + 1) % len(files)], target)  # another image's bytes under this name
 
 
 def leaked(blob: bytes, secrets: dict[str, bytes]) -> list[str]:
