@@ -234,7 +234,8 @@ def test_cli_list_import_and_export(source, tmp_path, capsys):
 
     broken = store / "20990101-000000-broken"
     broken.mkdir()
-    (broken / TRAJECTORY_FILE).write_text('{"schema_version": 1, "question": 5}', encoding="utf-8")
+    (broken / TRAJECTORY_FILE).write_text(json.dumps({"schema_version": 1, "id": broken.name, "created_at": "2099-01-01T00:00:00+00:00",
+                                                      "question": 5, "policy": {}}), encoding="utf-8")
     assert main(["trajectories", "list", "--store", str(store)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{traj.id}  answered    3 turns  scripted") and "What is it?" in lines[0]
