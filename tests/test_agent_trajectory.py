@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from agent.conversation import build_messages
 from agent.loop import AgentConfig, new_trajectory, run_to_end
-from agent.trajectory import TRAJECTORY_FILE, Trajectory, TrajectoryStore, image_bytes
+from agent.trajectory import TRAJECTORY_FILE, Trajectory, TrajectoryFormatError, TrajectoryStore, image_bytes
 from agent_doubles import MemorySearcher, ScriptedPolicy, noise_page
 
 T = "<think>t</think>"
@@ -75,11 +76,6 @@ def test_store_lists_good_and_reports_corrupt(tmp_path):
     assert "not valid JSON" in reasons["20990101-000000-bad000"]
     assert "schema version 99" in reasons["20990101-000000-old000"]
     assert "missing" in reasons["20990101-000000-noimg0"]
-
-
-import pytest  # noqa: E402
-
-from agent.trajectory import TrajectoryFormatError  # noqa: E402
 
 
 @pytest.mark.parametrize("mutate, field, words", [
