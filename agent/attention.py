@@ -58,7 +58,7 @@ from agent.attention_cost import ReforwardEstimate, estimate_reforward, up_to_tu
 from agent.attention_request import KEY_RE, TOKEN, MapRequest
 from agent.conversation import build_messages
 from agent.qwen_model import LoadedQwenVL, load_qwen_vl
-from agent.trajectory import ImageView, Trajectory, Turn
+from agent.trajectory import ImageView, Trajectory, Turn, UnsafePathError, member_path
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,14 @@ def read_images(folder: Path, trajectory: Trajectory) -> dict[str, bytes]:
 
 
 def _inside(folder: Path, name: str, pattern: re.Pattern = _FILE_RE) -> Path:
-    """`folder / name` after checking that `name` is a plain file name of the expected kind."""
-    if not isinstance(name, str) or not pattern.match(name) or name in (".", ".."):
+    """`folder / name` after checking that `name` is a plain file name of the expected kind that stays
+    inside the folder, links followed (agent/trajectory.py member_path)."""
+    if not isinstance(name, str) or not pattern.match(name):
         raise AttentionError(f"{name!r} is not a file name this trajectory folder may hold")
-    path = Path(folder) / name
-    if path.resolve().parent != Path(folder).resolve():
-        raise AttentionError(f"{name!r} points outside the trajectory folder")
-    return path
+    try:
+        return member_path(folder, name)
+    except UnsafePathError as e:
+        raise AttentionError(str(e)) from None
 
 
 def _reply_pieces(raw: str, offsets: np.ndarray, start: int) -> tuple[np.ndarray, list[tuple[str, int, int]]]:

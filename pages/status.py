@@ -95,7 +95,7 @@ def vllm_serve_command() -> str:
         return SERVE_HINT
     except ImportError:
         return (
-            "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 0.0.0.0 --limit-mm-per-prompt image=10 "
+            "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 127.0.0.1 --limit-mm-per-prompt image=10 "
             "--served-model-name Qwen/Qwen2.5-VL-7B-Instruct"
         )
 

@@ -180,7 +180,7 @@ def test_final_turn_nudge_over_http(index):
 
 @pytest.mark.parametrize("failure, words", [
     (Fail(500, "engine crashed"), ["HTTP 500", "engine crashed"]),
-    (Fail(400, CONTEXT_ERROR), ["longer than the model's context", "--max-turns"]),
+    (Fail(400, CONTEXT_ERROR), ["longer than the model's context", "32768 tokens"]),
     (Slow(2.0, "<think>late</think><answer>x</answer>"), ["did not answer within 0.5 s"]),
 ])
 def test_server_failure_mid_episode_keeps_the_partial_trajectory(index, tmp_path, failure, words):

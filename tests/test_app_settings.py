@@ -7,8 +7,8 @@ from agent.trajectory import TrajectoryStore
 from app_support import app, clean_env, data_root, search_server, texts, unescape_md  # noqa: F401 (fixtures)
 from fake_openai_server import FakeOpenAIServer, closed_port_url
 
-SERVE = (
-    "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 0.0.0.0 --limit-mm-per-prompt image=10 "
+SERVE = (  # the reference command, bound to the GPU machine itself (issue 10: exposing it is a deliberate choice)
+    "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 127.0.0.1 --limit-mm-per-prompt image=10 "
     "--served-model-name Qwen/Qwen2.5-VL-7B-Instruct"
 )
 
