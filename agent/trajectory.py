@@ -199,6 +199,7 @@ class RunConfig(TypedDict, total=False):
     __pydantic_config__ = _OPEN  # type: ignore[misc]
     max_turns: int
     top_k: int
+    protocol: str  # the protocol profile (agent/protocol.py)
     episode_timeout: float
     index: str
     search: dict[str, Any]
