@@ -81,6 +81,8 @@ def transformers_model(folder: str) -> dict:
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
         return {"ok": False, "label": "transformers", "detail": f"not installed on this server: {', '.join(missing)}"}
+    if not folder.strip():
+        return {"ok": False, "label": "Local model", "detail": "no local model folder set (Settings page); weights cannot be downloaded here"}
     check = check_model_folder(folder)
     return {"ok": check.ok, "label": "Local model", "detail": check.summary(), "problems": check.problems, "folder": check.folder}
 
