@@ -132,13 +132,14 @@ def _sets_in(folder: Path) -> list[QuestionSet]:
 
 
 def default_set(sets: list[QuestionSet], page_ids: Iterable[str]) -> QuestionSet | None:
-    """The first set the index answers completely; else the one with the most answerable questions."""
+    """The first set the index answers completely; else the one whose questions it can answer most
+    often (by share, then by count), so a small set about this index beats a big one about another."""
     page_ids = set(page_ids)
     coverages = [(qs, qs.coverage(page_ids)) for qs in sets]
     complete = [qs for qs, c in coverages if c.complete]
     if complete:
         return complete[0]
-    ranked = sorted(coverages, key=lambda pair: -pair[1].answerable)  # stable: the first of equals
+    ranked = sorted(coverages, key=lambda pair: (-pair[1].answerable / max(1, pair[1].questions), -pair[1].answerable))  # stable
     return ranked[0][0] if ranked else None
 
 

@@ -49,6 +49,28 @@ class UserFacingError(Exception):
     """Something the user can fix (a missing model folder, a server that is down): shown as is."""
 
 
+def _leave_pages_folder_mode() -> None:
+    """Run the page under app.py even when the browser opened it by its own URL.
+
+    Streamlit 1.67 decides per process whether an app is an old-style multipage app: a `pages/`
+    folder beside the main script makes it one until some session runs `st.navigation` (app.py).
+    So after a server start, the first reload of /library?index=x ran pages/library.py directly:
+    no app.py, hence no top navigation, no wide layout, and a sidebar listing every module of
+    pages/. Every page imports this module, so turning that mode off here and rerunning once
+    brings such a session under app.py, on the page and with the query parameters it asked for.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without this flag has no such mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_folder_mode()
+
+
 # --- the indexes ----------------------------------------------------------------------------------
 
 

@@ -127,7 +127,7 @@ def ndcg_figure(values: list[float], bins: int = 10):
 
     counts = histogram_bins(values, bins)
     labels = [f"{i / bins:.1f}–{(i + 1) / bins:.1f}" for i in range(bins)]
-    figure = go.Figure(go.Bar(x=labels, y=counts, text=[str(c) for c in counts], textposition="outside", cliponaxis=False,
+    figure = go.Figure(go.Bar(x=labels, y=counts, text=[str(c) if c else "" for c in counts], textposition="outside", cliponaxis=False,
                               hovertemplate="NDCG %{x}: %{y} questions<extra></extra>"))
     figure.update_layout(title="NDCG of the pages shown", xaxis=dict(title="NDCG", type="category"),
                          yaxis=dict(title="questions", range=[0, max(counts) * 1.2 + 0.5], dtick=max(1, round(max(counts) / 5))),
@@ -166,9 +166,9 @@ def show_results(run: EvalRun) -> None:
 
     meta = {e.uid: e.meta_info or {} for e in run.examples}
     keys = _group_keys(run.examples)
+    key = st.selectbox("Accuracy by", keys, key="eval_group", width=320) if keys else None
     charts = st.columns(3)
     with charts[0]:
-        key = st.selectbox("Accuracy by", keys, key="eval_group") if keys else None
         groups: dict[str, list[float]] = defaultdict(list)
         for r in results:
             groups[str(meta.get(r.uid, {}).get(key, "unspecified")) if key else "all questions"].append(r.correct)
@@ -194,7 +194,12 @@ def show_results(run: EvalRun) -> None:
     ]
     selection = st.dataframe(
         rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_table",
-        column_config={"trajectory": st.column_config.LinkColumn("trajectory", display_text=r"trajectories\?id=(.*)")},
+        column_config={
+            "question": st.column_config.TextColumn(width="large"),
+            **{name: st.column_config.TextColumn(width="medium") for name in ("answer", "reference", "error")},
+            **{name: st.column_config.Column(width="small") for name in ("correct", "ndcg", "turns", "seconds")},
+            "trajectory": st.column_config.LinkColumn("trajectory", display_text=r"trajectories\?id=(.*)", width="medium"),
+        },
     )
     picked = selection.selection.rows if selection else []
     if picked:

@@ -12,6 +12,8 @@ from pages.turn_view import display_image
 GRID_COLUMNS = 4
 GRID_ROWS = 3
 BOX_COLOUR = "#1f77b4"
+PAGE_MAX_HEIGHT = 860  # px: the opened page's figure, and the text table beside it
+PAGE_WIDTH_GUESS = 700  # px: about what the page's column gets at 1280-1600 px, to size the figure to the page's shape
 
 
 def indexes_table(folders: dict[str, Path]) -> list[dict]:
@@ -52,7 +54,8 @@ def delete_section(folders: dict[str, Path]) -> None:
         folder = folders[name]
         upload_folder = common.data_root() / "uploads" / name
         uploaded = sum(1 for p in upload_folder.rglob("*") if p.is_file()) if upload_folder.is_dir() else 0
-        with_uploads = st.checkbox(f"Also delete the {uploaded} files uploaded into it", key="library_delete_uploads", disabled=not uploaded)
+        with_uploads = uploaded > 0 and st.checkbox(f"Also delete the {uploaded} files uploaded into it", key="library_delete_uploads",
+                                                    help="Uploads are the app's copies; the files on your computer are not touched.")
         busy = jobs.registry().running(str(folder))
         if busy:
             st.caption("Documents are being added to this index; it can be deleted when that has finished.")
@@ -146,14 +149,15 @@ def opened_page(index, page_ids: list[str], index_name: str) -> None:
             st.error(f"The image of {common.md_escape(chosen)} is missing from the index folder.")
         else:
             boxes = [(b.box, str(i + 1), BOX_COLOUR) for i, b in enumerate(page.boxes)] if show_boxes else []
-            figure = page_figure(picture[0], region=(0, 0, page.width, page.height), boxes=boxes, height=720)
+            height = int(min(PAGE_MAX_HEIGHT, max(320, PAGE_WIDTH_GUESS * page.height / max(1, page.width))))  # no letterbox
+            figure = page_figure(picture[0], region=(0, 0, page.width, page.height), boxes=boxes, height=height)
             st.plotly_chart(figure, key=f"library_figure_{chosen}", config={"displaylogo": False})
     with right:
         if not page.boxes:
             st.info("No text was read on this page.")
             return
-        with st.container(height=720, border=False):
-            st.table(
-                [{"#": i + 1, "text": b.text, "confidence": f"{b.confidence:.2f}"} for i, b in enumerate(page.boxes)],
+        with st.container(height=PAGE_MAX_HEIGHT, border=False):
+            st.table(  # a static table wraps long lines; its cells are Markdown, so the OCR text is escaped
+                [{"line": i + 1, "text": common.md_escape(b.text), "confidence": f"{b.confidence:.2f}"} for i, b in enumerate(page.boxes)],
                 hide_index=True,
             )

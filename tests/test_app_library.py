@@ -72,7 +72,7 @@ def test_ingests_a_server_folder_with_progress_and_lists_what_was_skipped(data_r
     at.selectbox(key="library_open_mine").set_value("slide_3_1024").run()
     lines = at.table[-1].value  # the OCR text, wrapped in a table beside the page
     assert len(lines) > 3 and any("2020" in t for t in lines["text"])
-    assert list(lines.columns) == ["#", "text", "confidence"]
+    assert list(lines.columns) == ["line", "text", "confidence"]
     figure = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert not figure["layout"].get("shapes")  # the text boxes are off until asked for
     at.toggle(key="library_boxes").set_value(True).run()
@@ -165,6 +165,9 @@ def test_an_index_is_deleted_after_a_confirmation(data_root):
     at = app("pages/library.py")
     at.selectbox(key="library_delete_name").set_value("old").run()
     assert at.checkbox(key="library_delete_uploads").label == "Also delete the 1 files uploaded into it"
+    at.selectbox(key="library_delete_name").set_value("sample").run()
+    assert not at.checkbox  # nothing was uploaded into the sample index: nothing to offer
+    at.selectbox(key="library_delete_name").set_value("old").run()
     delete_button(at, "Delete this index…").click().run()
     assert any("Delete the index **old** and its 0 pages?" in w for w in texts(at.warning))
     delete_button(at, "Cancel").click().run()

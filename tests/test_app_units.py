@@ -150,8 +150,8 @@ def test_an_ndcg_chart_where_every_value_is_1_draws_a_bar_inside_its_axis():
     from pages.eval_view import ndcg_figure
 
     figure = ndcg_figure([1.0, 1.0, 1.0, 1.0])
-    drawn = [(x, y) for x, y, _ in bars(figure) if y]
-    assert drawn == [("0.9–1.0", 4)]
+    drawn = [(x, y, text) for x, y, text in bars(figure) if y or text]
+    assert drawn == [("0.9–1.0", 4, "4")]
     layout = figure.to_dict()["layout"]
     assert layout["xaxis"]["type"] == "category" and layout["yaxis"]["range"][1] > 4
 

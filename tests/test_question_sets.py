@@ -7,7 +7,7 @@ import pytest
 
 from agent import question_sets as qs
 from agent.evaluate import DatasetError
-from conftest import DEMO_CORPUS
+from conftest import DEMO_CORPUS, ROOT
 from search_engine.sample_questions import EXAMPLE_QUESTIONS, REPORT_STEM
 
 SAMPLE_PAGES = [f"{REPORT_STEM}_{i}" for i in range(1, 5)]
@@ -27,7 +27,6 @@ def test_the_shipped_sets_are_the_sample_reports_then_the_demo_examples_and_name
 
 def test_demo_examples_come_from_the_tuning_split_never_the_held_out_one():
     from agent.evaluate import load_dataset
-    from conftest import ROOT
 
     test_split = {e.query for e in load_dataset(ROOT / "bench" / "questions" / "vrag_demo_test.json")}
     dev_split = {e.query for e in load_dataset(ROOT / "bench" / "questions" / "vrag_demo_dev.json")}
@@ -59,7 +58,12 @@ def test_the_default_set_is_one_the_index_can_answer(tmp_path):
     sets = qs.question_sets()
     assert qs.default_set(sets, SAMPLE_PAGES).name == qs.SAMPLE_SET
     assert qs.default_set(sets, DEMO_PAGES).name == "vrag_demo_examples.json"
-    assert qs.default_set(sets, ["slide_3_1024"]).name == "vrag_demo_examples.json"  # the most answerable one
+    assert qs.default_set(sets, ["slide_3_1024"]).name == "vrag_demo_examples.json"  # 1 of 10 beats 2 of 31 and 3 of 45
+    with_bench = qs.question_sets([ROOT / "bench" / "questions"])
+    three = ["slide_3_1024", "slide_16_1024", "aliyun4_4"]
+    assert [(s.name, s.coverage(three).answerable) for s in with_bench[1:]] == [("vrag_demo_examples.json", 4), ("vrag_demo_dev.json", 7), ("vrag_demo_test.json", 15)]
+    assert qs.default_set(with_bench, three).name == "vrag_demo_examples.json"  # 4 of 10, not 15 of 45 (the held-out set)
+    assert qs.default_set(with_bench, DEMO_PAGES).name == "vrag_demo_examples.json"  # complete, and listed first
     assert qs.default_set([], SAMPLE_PAGES) is None
 
 
