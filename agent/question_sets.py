@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from agent.evaluate import DatasetError, Example, parse_examples
+from agent.evaluate import DatasetError, Example, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,8 @@ def sample_report_set() -> QuestionSet:
 def load_set(path: Path) -> QuestionSet:
     """A set from a dataset file ({"title"?, "examples": [...]}). Raises DatasetError naming the file and the problem."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"no dataset file at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path} is not a readable JSON dataset: {e}") from e
-    examples = parse_examples(data, str(path))
+    examples = load_dataset(path)
+    data = json.loads(path.read_text(encoding="utf-8"))  # readable: load_dataset just read it
     title = data.get("title") if isinstance(data.get("title"), str) else path.name
     return QuestionSet(path.name, title, tuple(examples), path)
 

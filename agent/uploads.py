@@ -18,18 +18,16 @@ No Streamlit here.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import shutil
 import stat
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from agent.workspace import write_atomically
 from search_engine.sources import IMAGE_SUFFIXES, PDF_SUFFIXES, SUPPORTED
 from search_engine.types import IngestReport, SkippedFile
 
@@ -66,7 +64,7 @@ def save_uploads(files: list[tuple[str, bytes]], folder: Path) -> list[Path]:
     saved = []
     for name, data in files:
         path = folder / safe_name(name)
-        _write_atomically(path, [data])
+        write_atomically(path, [data])
         saved.append(path)
     return saved
 
@@ -160,24 +158,7 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limit
                     raise _TooBig()
                 yield chunk
 
-    return _write_atomically(target, chunks())
-
-
-def _write_atomically(path: Path, chunks) -> int:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    written = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                written += len(chunk)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return written
+    return write_atomically(target, chunks())
 
 
 def zip_folder(archive: Path, folder: Path) -> Path:

@@ -282,19 +282,31 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not _readable_as_settings(path):
         os.replace(path, path.with_name(path.name + ".unreadable"))
-    data = (json.dumps(settings.to_dict(), indent=1) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    write_atomically(path, [(json.dumps(settings.to_dict(), indent=1) + "\n").encode("utf-8")], mode=0o600, durable=True)
+    return path
+
+
+def write_atomically(path: Path, chunks, mode: int = 0o644, durable: bool = False) -> int:
+    """Write the byte `chunks` to `path` through a temporary file moved into place: a reader sees the
+    old file or the new one, never part of one, and a failure (an exception from `chunks` too) leaves
+    no temporary file. `durable` also fsyncs. Returns the bytes written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)  # created 0600
+    written = 0
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            for chunk in chunks:
+                f.write(chunk)
+                written += len(chunk)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path
+    return written
 
 
 def _readable_as_settings(path: Path) -> bool:
