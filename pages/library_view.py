@@ -13,7 +13,7 @@ GRID_COLUMNS = 4
 GRID_ROWS = 3
 BOX_COLOUR = "#1f77b4"
 PAGE_MAX_HEIGHT = 860  # px: the opened page's figure, and the text table beside it
-PAGE_WIDTH_GUESS = 700  # px: about what the page's column gets at 1280-1600 px, to size the figure to the page's shape
+PAGE_WIDTH_GUESS = 860  # px: about what the page's column gets at 1280-1600 px, to size the figure to the page's shape
 
 
 def indexes_table(folders: dict[str, Path]) -> list[dict]:
@@ -128,7 +128,7 @@ def page_browser(folder: Path) -> None:
                 if picture is None:
                     st.caption(common.md_escape(f"{page_id}: image missing"))
                 else:
-                    st.image(picture[0], caption=f"{page_id} · {page.text_source} · {len(page.boxes)} text lines", width="stretch")
+                    st.image(picture[0], caption=f"{page_id} · {page.text_source} · {len(page.boxes)} text boxes", width="stretch")
     opened_page(index, page_ids, folder.name)
 
 
@@ -139,24 +139,24 @@ def opened_page(index, page_ids: list[str], index_name: str) -> None:
     pick, toggle = st.columns([3, 2], vertical_alignment="bottom")
     chosen = pick.selectbox("Page", page_ids, key=f"library_open_{index_name}")
     show_boxes = toggle.toggle("Show the text boxes on the page", value=False, key="library_boxes",
-                               help="Outline and number every line of text the index read on this page (as numbered in the table).")
+                               help="Outline and number every piece of text the index read on this page (a word of a PDF, a line of OCR), as numbered in the table.")
     page = index.page(chosen)
     picture = display_image(page.image_file, 1280)
-    st.caption(common.md_escape(f"{page.source} · page {page.page} · {page.width}x{page.height} px · text from {page.text_source} · {len(page.boxes)} lines"))
+    st.caption(common.md_escape(f"{page.source} · page {page.page} · {page.width}x{page.height} px · text from {page.text_source} · {len(page.boxes)} text boxes"))
+    height = int(min(PAGE_MAX_HEIGHT, max(320, PAGE_WIDTH_GUESS * page.height / max(1, page.width))))  # fit the shape, no letterbox
     left, right = st.columns([3, 2])
     with left:
         if picture is None:
             st.error(f"The image of {common.md_escape(chosen)} is missing from the index folder.")
         else:
             boxes = [(b.box, str(i + 1), BOX_COLOUR) for i, b in enumerate(page.boxes)] if show_boxes else []
-            height = int(min(PAGE_MAX_HEIGHT, max(320, PAGE_WIDTH_GUESS * page.height / max(1, page.width))))  # no letterbox
             figure = page_figure(picture[0], region=(0, 0, page.width, page.height), boxes=boxes, height=height)
             st.plotly_chart(figure, key=f"library_figure_{chosen}", config={"displaylogo": False})
     with right:
         if not page.boxes:
             st.info("No text was read on this page.")
             return
-        with st.container(height=PAGE_MAX_HEIGHT, border=False):
+        with st.container(height=max(height, 560), border=False):
             st.table(  # a static table wraps long lines; its cells are Markdown, so the OCR text is escaped
                 [{"line": i + 1, "text": common.md_escape(b.text), "confidence": f"{b.confidence:.2f}"} for i, b in enumerate(page.boxes)],
                 hide_index=True,
