@@ -62,9 +62,13 @@ def samples_dir() -> Path:
     return data_root() / "samples"
 
 
+def uploads_root() -> Path:
+    return data_root() / "uploads"
+
+
 def uploads_dir(index_name: str) -> Path:
     """Where files uploaded into the index `index_name` are kept (the index refers to them by path)."""
-    return data_root() / "uploads" / index_name
+    return uploads_root() / index_name
 
 
 def settings_file() -> Path:
@@ -281,7 +285,7 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path:
     path = settings_file() if path is None else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not _readable_as_settings(path):
-        os.replace(path, path.with_name(path.name + ".unreadable"))
+        os.replace(path, unreadable_settings_copy(path))
     write_atomically(path, [(json.dumps(settings.to_dict(), indent=1) + "\n").encode("utf-8")], mode=0o600, durable=True)
     return path
 
@@ -307,6 +311,12 @@ def write_atomically(path: Path, chunks, mode: int = 0o644, durable: bool = Fals
             os.unlink(tmp)
         raise
     return written
+
+
+def unreadable_settings_copy(path: Path | None = None) -> Path:
+    """Where save_settings keeps a settings file it could not read: settings.json.unreadable beside it."""
+    path = settings_file() if path is None else Path(path)
+    return path.with_name(path.name + ".unreadable")
 
 
 def _readable_as_settings(path: Path) -> bool:

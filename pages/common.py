@@ -41,8 +41,9 @@ INDEX_PARAM = "index"  # the query parameter naming the page's index
 Settings = workspace.Settings
 WorkspaceError = workspace.WorkspaceError
 data_root, indexes_dir, trajectories_dir, samples_dir = workspace.data_root, workspace.indexes_dir, workspace.trajectories_dir, workspace.samples_dir
-is_index_folder, check_index_name, settings_file = workspace.is_index_folder, workspace.check_index_name, workspace.settings_file
-index_sources, index_page_ids = workspace.index_sources, workspace.index_page_ids
+is_index_folder, check_index_name = workspace.is_index_folder, workspace.check_index_name
+settings_file, unreadable_settings_copy = workspace.settings_file, workspace.unreadable_settings_copy
+index_sources, index_page_ids, uploads_dir = workspace.index_sources, workspace.index_page_ids, workspace.uploads_dir
 
 
 class UserFacingError(Exception):

@@ -73,11 +73,11 @@ if add_path:
     else:
         paths = [source.resolve()]
 if add_uploads:
-    paths, from_upload = library_view.save_uploads(files, common.data_root() / "uploads" / target_folder.name), True
+    paths, from_upload = library_view.save_uploads(files, common.uploads_dir(target_folder.name)), True
 
 if paths and target_folder is not None:
     index = library_view.index_for_ingest(target_folder)
-    unpack_into = common.data_root() / "uploads" / target_folder.name
+    unpack_into = common.uploads_dir(target_folder.name)
 
     def work(progress, index=index, paths=paths, remove_zips=from_upload):
         return uploads.ingest_with_zips(index, paths, unpack_into, progress=progress, remove_zips=remove_zips)

@@ -52,7 +52,7 @@ def delete_section(folders: dict[str, Path]) -> None:
             return
         name = st.selectbox("Index to delete", deletable, key="library_delete_name")
         folder = folders[name]
-        upload_folder = common.data_root() / "uploads" / name
+        upload_folder = common.uploads_dir(name)
         uploaded = sum(1 for p in upload_folder.rglob("*") if p.is_file()) if upload_folder.is_dir() else 0
         with_uploads = uploaded > 0 and st.checkbox(f"Also delete the {uploaded} files uploaded into it", key="library_delete_uploads",
                                                     help="Uploads are the app's copies; the files on your computer are not touched.")

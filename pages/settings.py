@@ -61,9 +61,9 @@ else:
 try:
     if common.save_settings(s):
         st.toast("Settings saved", icon=":material/check:")
+        kept = common.unreadable_settings_copy()
         if problem:
-            kept = common.settings_file().with_name(common.settings_file().name + ".unreadable")
-            notice.info(f"Settings saved{f'; the file that could not be read is kept as {common.md_escape(kept)}' if kept.exists() else ''}.", icon=":material/info:")
+            notice.info(f"Settings saved{'; the file that could not be read is kept as ' + common.md_escape(kept) if kept.exists() else ''}.", icon=":material/info:")
 except common.UserFacingError as e:
     st.error(common.md_escape(str(e)))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from pathlib import Path
 
 import streamlit as st
 
@@ -132,7 +131,7 @@ def paths_table() -> list[dict]:
         ("indexes", common.indexes_dir(), "one folder per named index"),
         ("trajectories", common.trajectories_dir(), "every run is saved here"),
         ("samples", common.samples_dir(), "the generated sample report"),
-        ("uploads", common.data_root() / "uploads", "files uploaded on the Library page, by index"),
+        ("uploads", workspace.uploads_root(), "files uploaded on the Library page, by index"),
         ("settings", workspace.settings_file(), "this page's choices, kept across reloads"),
     ]
     return [{"what": what, "path": str(path), "exists": path.exists(), "note": note} for what, path, note in rows]
