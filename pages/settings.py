@@ -71,4 +71,5 @@ st.subheader("Paths")
 st.dataframe(status.paths_table(), hide_index=True)
 
 st.subheader("Installed")
-st.dataframe(status.packages_table(), hide_index=True)
+packages = status.packages_table()
+st.dataframe(packages, hide_index=True, height=38 + 35 * len(packages))  # every row, no inner scrolling
