@@ -89,7 +89,7 @@ def stages(pdf: Path, embedder, config) -> dict:
     zoom = pymupdf.Matrix(config.dpi / 72, config.dpi / 72)
     out = {}
     out["read_pages_total"], raws = cpu_ms_per_page(
-        lambda: list(read_pages(source, config.dpi, config.max_image_pixels, config.jpeg_quality)), n)
+        lambda: [raw for _, raw in read_pages(source, config.dpi, config.max_image_pixels, config.jpeg_quality)], n)
     out["render"], pixmaps = cpu_ms_per_page(
         lambda: [p.get_pixmap(matrix=zoom, alpha=False, colorspace=pymupdf.csRGB) for p in doc], n)
     out["text_layer_words"], _ = cpu_ms_per_page(lambda: [p.get_text("words") for p in doc], n)

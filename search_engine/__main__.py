@@ -1,13 +1,14 @@
 """Command line: ingest folders into an index, search it, serve it over HTTP, build the sample index.
 
-    python -m search_engine ingest PATH... --index DIR [--dpi 144]
+    python -m search_engine ingest PATH... --index DIR [--dpi 144] [--json]
     python -m search_engine search --index DIR [--top-k 10] [--mode fused|dense|lexical] [--json] QUERY
     python -m search_engine serve --index DIR [--host 127.0.0.1] [--port 8002]
     python -m search_engine sample [--data data]
 
 User mistakes (a missing index, an empty or over-long query, a bad --top-k) print one line starting
-with `error:` and exit with status 2; files that cannot be ingested are listed with their reason
-and the rest is indexed. Heavy libraries (torch, faiss) are imported only by the command that
+with `error:` and exit with status 2; every path that cannot be ingested (a file, a folder that cannot
+be listed, a link) is listed with its reason and the rest is indexed; a run that indexed nothing
+because everything failed exits with status 1. Heavy libraries (torch, faiss) are imported only by the command that
 needs them, so `--help` is instant.
 """
 from __future__ import annotations
@@ -102,7 +103,10 @@ def cmd_ingest(args) -> int:
         report = index.ingest([Path(p) for p in args.paths], progress=progress)
     finally:
         bar.close()
-    _print_report(report, index)
+    if args.json:
+        print(json.dumps(report.to_dict() | {"index_pages": len(index)}, ensure_ascii=False, indent=1))
+    else:
+        _print_report(report, index)
     nothing_indexed = report.skipped and not report.added and not report.unchanged_files
     return EXIT_NOTHING_INDEXED if nothing_indexed else 0
 
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
     p.add_argument("--dpi", type=int, default=None, help="PDF render resolution (new index: 144; default: keep the index's)")
+    p.add_argument("--json", action="store_true", help="print the ingest report as JSON (added, removed, skipped with reasons)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="search an index")

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -33,7 +32,7 @@ from .lexical import LexicalIndex
 from .ocr import OcrEngine
 from .pages import RawPage, SourceError, count_pages, page_boxes, read_pages
 from .query import QueryError, validate_query
-from .sources import SourceFile, discover, file_sha256
+from .sources import SourceFile, discover, file_sha256, still_there
 from .store import IndexStore, SourceRecord
 from .tokenize import tokenize
 from .types import IngestReport, Page, SearchHit, SkippedFile
@@ -58,7 +57,6 @@ class DocumentIndex:
         self._store = store
         self._embedder = embedder
         self._ocr = ocr
-        self._embedding: ThreadPoolExecutor | None = None  # one worker thread, started on first ingest
         self._reset()
 
     def _reset(self) -> None:
@@ -174,17 +172,18 @@ class DocumentIndex:
         return self._ocr
 
     # ---- in-memory bookkeeping ---------------------------------------------------------------------
-    def _install(self, record: SourceRecord, add_vectors: bool = True) -> None:
+    def _install(self, record: SourceRecord, add_vectors: bool = True, first: int = 0) -> None:
+        """Make the record's pages from `first` on searchable (earlier ones are already installed)."""
         self._records[record.source] = record
-        for vid, page in zip(record.vids, record.pages):
+        for vid, page in zip(record.vids[first:], record.pages[first:]):
             self._pages[page.page_id] = page
             self._vid_of[page.page_id] = vid
             self._page_of[vid] = page.page_id
             self._lexical.add(vid, tokenize(page.text))
-        if add_vectors and record.vids:
+        if add_vectors and len(record.vids) > first:
             if self._dense is None:
                 self._dense = DenseIndex(record.vectors.shape[1], self.config.dense)
-            self._dense.add(record.vids, record.vectors)
+            self._dense.add(record.vids[first:], record.vectors[first:])
 
     def _uninstall_pages(self, page_ids: list[str]) -> None:
         vids = [self._vid_of.pop(pid) for pid in page_ids]
@@ -226,34 +225,49 @@ class DocumentIndex:
         report = IngestReport(skipped=list(skipped))
         todo = self._changed(files, report)
         if drop_missing:
-            keep = {str(f.path) for f in files}
-            roots = [Path(p).expanduser().resolve() for p in paths]
-            for source in [s for s in self._records if s not in keep and _under(Path(s), roots)]:
-                report.removed += self._drop_source(source)
+            self._drop_missing(paths, files, report)
         counted = []
-        for source, sha in todo:
+        for source, sha, resume in todo:
             try:
-                counted.append((source, sha, count_pages(source)))
+                counted.append((source, sha, resume, count_pages(source)))
             except SourceError as e:
                 report.skipped.append(SkippedFile(str(source.path), str(e)))
                 if str(source.path) in self._records:  # changed into something unreadable: stale pages go
                     report.removed += self._drop_source(str(source.path))
-        total, done = sum(n for *_, n in counted), 0
-        last_checkpoint = time.monotonic()
+        total = sum(n - (r.pages_read if r else 0) for _, _, r, n in counted)
+        done = 0
+        last_checkpoint = waiting_since = time.monotonic()
         pending: list[_ReadSource] = []  # read but not yet embedded and committed
-        for source, sha, n_pages in counted:
-            if str(source.path) in self._records:
+        for source, sha, resume, n_pages in counted:
+            if resume is None and str(source.path) in self._records:
                 report.removed += self._drop_source(str(source.path))
+            read = _ReadSource(source, sha, resume.stem if resume else self._stem_for(source, n_pages, pending),
+                               n_pages, record=resume, pages_read=resume.pages_read if resume else 0)
+            if resume:
+                log.info("resuming %s after page %d of %d", source.path, read.pages_read, n_pages)
             if not pending:
                 waiting_since = time.monotonic()
-            read = self._read_source(source, sha, n_pages, report, progress, done, total, pending)
-            done += n_pages
-            if read.pages:
-                pending.append(read)
-            if (sum(len(r.pages) for r in pending) >= EMBED_BATCH
-                    or time.monotonic() - waiting_since > COMMIT_SECONDS):
-                self._commit(pending, report)
-                pending = []
+            pending.append(read)
+            try:
+                raws = read_pages(source, self.config.dpi, self.config.max_image_pixels, self.config.jpeg_quality,
+                                  first=read.pages_read + 1)
+                for number, raw in raws:
+                    if isinstance(raw, SourceError):
+                        report.skipped.append(SkippedFile(f"{source.path}#page={number}", str(raw)))
+                    else:
+                        read.add(self._make_page(source, read.stem, raw), raw, self.embedder.modality == "image")
+                    read.pages_read = number
+                    done += 1
+                    if progress:
+                        progress(done, total, f"{source.path.name} page {number}/{n_pages}")
+                    if (sum(len(r.pages) for r in pending) >= EMBED_BATCH
+                            or time.monotonic() - waiting_since > COMMIT_SECONDS):
+                        self._commit(pending, report)  # a long PDF is committed chunk by chunk
+                        pending = [read] if read.pages_read < n_pages else []
+                        waiting_since = time.monotonic()
+            except SourceError as e:  # what was read of it stays; the source counts as done
+                report.skipped.append(SkippedFile(str(source.path), str(e)))
+                read.pages_read = n_pages
             if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
                 self._save_dense()
                 last_checkpoint = time.monotonic()
@@ -265,14 +279,40 @@ class DocumentIndex:
                  len(report.removed), report.unchanged_files, len(report.skipped), report.seconds)
         return report
 
-    def _changed(self, files: list[SourceFile], report: IngestReport) -> list[tuple[SourceFile, str]]:
-        """New or changed files with their content hash. Same size and mtime as recorded = unchanged
-        without reading the file; otherwise the SHA-256 decides (a `touch` does not cause a re-ingest)."""
+    def _drop_missing(self, paths, files: list[SourceFile], report: IngestReport) -> None:
+        """Drop the indexed sources under `paths` that are gone. A source that is still there but could
+        not be read now (under a folder that cannot be listed, or a file without read permission)
+        keeps its pages, and the report says so."""
+        found = {str(f.path) for f in files}
+        roots = [Path(p).expanduser().absolute() for p in paths]
+        roots += [r.resolve() for r in roots if r.resolve() != r]
+        unlisted = [Path(s.path) for s in report.skipped if s.kind == "folder"]
+        kept: dict[str, int] = {}
+        for source in [s for s in self._records if s not in found and _under(Path(s), roots)]:
+            blocked = next((str(f) for f in unlisted if _under(Path(source), [f])), None)
+            if blocked is None and still_there(source) and not _readable(source):
+                blocked = source
+            if blocked is None:
+                report.removed += self._drop_source(source)
+            else:
+                kept[blocked] = kept.get(blocked, 0) + 1
+        if kept:
+            report.skipped = [_kept_note(s, kept.get(s.path, 0)) for s in report.skipped]
+            named = {s.path for s in report.skipped}
+            report.skipped += [SkippedFile(p, "cannot read it now; its indexed pages are kept") for p in kept if p not in named]
+
+    def _changed(self, files: list[SourceFile], report: IngestReport) -> list[tuple[SourceFile, str, SourceRecord | None]]:
+        """New, changed or half-committed files with their content hash (and the record to resume).
+        Same size and mtime as recorded = unchanged without reading the file; otherwise the SHA-256
+        decides (a `touch` does not cause a re-ingest)."""
         todo = []
         for source in files:
             record = self._records.get(str(source.path))
             if record and (record.size, record.mtime_ns) == (source.size, source.mtime_ns):
-                report.unchanged_files += 1
+                if record.complete:
+                    report.unchanged_files += 1
+                else:
+                    todo.append((source, record.sha256, record))
                 continue
             try:
                 sha = file_sha256(source.path)
@@ -282,55 +322,42 @@ class DocumentIndex:
             if record and record.sha256 == sha:
                 record.size, record.mtime_ns = source.size, source.mtime_ns
                 self._store.write_record(record)
-                report.unchanged_files += 1
+                if record.complete:
+                    report.unchanged_files += 1
+                else:
+                    todo.append((source, sha, record))
             else:
-                todo.append((source, sha))
+                todo.append((source, sha, None))
         return todo
 
-    def _read_source(self, source: SourceFile, sha: str, n_pages: int, report: IngestReport,
-                     progress: Progress | None, done: int, total: int, pending: list["_ReadSource"]) -> "_ReadSource":
-        """Render (or load) and OCR every page of one source, writing its page images."""
-        taken = {p.page_id for r in pending for p in r.pages}
-        read = _ReadSource(source, sha, self._stem_for(source, n_pages, taken))
-        try:
-            raws = read_pages(source, self.config.dpi, self.config.max_image_pixels, self.config.jpeg_quality)
-            for number, raw in enumerate(raws, start=1):
-                if isinstance(raw, SourceError):
-                    report.skipped.append(SkippedFile(f"{source.path}#page={number}", str(raw)))
-                else:
-                    read.pages.append(self._make_page(source, read.stem, raw))
-                    read.texts.append(" ".join(b.text for b in read.pages[-1].boxes))
-                    if self.embedder.modality == "image":
-                        read.images.append(raw.rgb())
-                    if len(read.pages) - read.submitted == EMBED_BATCH:  # a long source: embed while reading on
-                        read.batches.append(self._embed_later(read.texts[read.submitted :], read.images[read.submitted :]))
-                        read.submitted = len(read.pages)
-                if progress:
-                    progress(done + number, total, f"{source.path.name} page {number}/{n_pages}")
-        except SourceError as e:
-            report.skipped.append(SkippedFile(str(source.path), str(e)))
-        return read
-
     def _commit(self, pending: list["_ReadSource"], report: IngestReport) -> None:
-        """Embed the pages of several read sources in one go, then commit each source's record."""
+        """Embed the new pages of the pending sources in one go, then commit each source's record
+        (a source still being read is committed as incomplete, and resumed from there)."""
+        pending = [r for r in pending if r.pages or (r.record is not None and (
+            r.record.complete, r.record.pages_read) != (r.complete, r.pages_read))]
         if not pending:
             return
-        # the pages not yet sent to the embedder, of all pending sources, go as one batch
-        rest = self._embed_later([t for r in pending for t in r.texts[r.submitted :]],
-                                 [i for r in pending for i in r.images[r.submitted :]]).result()
+        vectors = self._embed([t for r in pending for t in r.texts], [i for r in pending for i in r.images])
         start = 0
         for read in pending:
             n = len(read.pages)
             vids = list(range(self._next_vid, self._next_vid + n))
             self._next_vid += n
-            tail = n - read.submitted
-            vectors = np.vstack([f.result() for f in read.batches] + [rest[start : start + tail]])
-            start += tail
+            new_vectors = vectors[start : start + n]
+            start += n
             source = read.source
-            record = SourceRecord(str(source.path), read.sha, source.size, source.mtime_ns, vids, read.pages, vectors)
-            self._store.write_record(record)  # the commit point for this source
-            self._install(record)
+            if read.record is None:
+                read.record = SourceRecord(str(source.path), read.sha, source.size, source.mtime_ns, [], [],
+                                           np.zeros((0, vectors.shape[1]), np.float32), stem=read.stem)
+            record = read.record
+            record.size, record.mtime_ns = source.size, source.mtime_ns
+            record.vids, record.pages = record.vids + vids, record.pages + read.pages
+            record.vectors = np.vstack([record.vectors.reshape(-1, new_vectors.shape[1]), new_vectors])
+            record.pages_read, record.complete = read.pages_read, read.complete
+            self._store.write_record(record)  # the commit point for this source (or this chunk of it)
+            self._install(record, first=len(record.pages) - n)
             report.added += [p.page_id for p in read.pages]
+            read.pages, read.texts, read.images = [], [], []
 
     def _make_page(self, source: SourceFile, stem: str, raw: RawPage) -> Page:
         boxes, text_source = page_boxes(raw, self.ocr, self.config.min_text_chars)
@@ -338,19 +365,15 @@ class DocumentIndex:
         image_file = self._store.write_image(page_id, raw.jpeg)
         return Page(page_id, str(source.path), raw.number, str(image_file), raw.width, raw.height, text_source, boxes)
 
-    def _embed_later(self, texts: list[str], images: list[Image.Image]) -> Future:
-        """Embed on a worker thread: torch releases the GIL, so the next pages render meanwhile."""
-        def embed() -> np.ndarray:
-            if self.embedder.modality == "image":
-                return self.embedder.encode_images(images)
-            if not texts:
-                return np.zeros((0, self.embedder.dim), np.float32)
-            return np.vstack([self.embedder.encode_texts(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)])
-        if self._embedding is None:
-            self._embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        return self._embedding.submit(embed)
+    def _embed(self, texts: list[str], images: list[Image.Image]) -> np.ndarray:
+        if self.embedder.modality == "image":
+            return self.embedder.encode_images(images)
+        if not texts:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        return np.vstack([self.embedder.encode_texts(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)])
 
-    def _stem_for(self, source: SourceFile, n_pages: int, taken: set[str]) -> str:
+    def _stem_for(self, source: SourceFile, n_pages: int, pending: list["_ReadSource"]) -> str:
+        taken = {p.page_id for r in pending for p in r.pages}
         stem = source.path.stem[:100]  # keeps `{page_id}.jpg` well under file-name length limits
         wanted = [f"{stem}_{i}" for i in range(1, n_pages + 1)] if source.kind == "pdf" else [stem]
         if any(pid in self._pages or pid in taken for pid in wanted):
@@ -448,16 +471,45 @@ class DocumentIndex:
 
 @dataclasses.dataclass
 class _ReadSource:
-    """One source's pages, read and OCR'd, waiting to be embedded and committed."""
+    """One source being read: its pages read since the last commit, waiting to be embedded and
+    committed, and what of it is already committed (`record`)."""
 
     source: SourceFile
     sha: str
     stem: str
+    n_pages: int
+    record: SourceRecord | None = None
+    pages_read: int = 0
     pages: list[Page] = dataclasses.field(default_factory=list)
     texts: list[str] = dataclasses.field(default_factory=list)
     images: list[Image.Image] = dataclasses.field(default_factory=list)
-    batches: list[Future] = dataclasses.field(default_factory=list)  # vectors of pages[:submitted]
-    submitted: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.pages_read >= self.n_pages
+
+    def add(self, page: Page, raw: RawPage, keep_image: bool) -> None:
+        self.pages.append(page)
+        self.texts.append(" ".join(b.text for b in page.boxes))
+        if keep_image:
+            self.images.append(raw.rgb())
+
+
+def _readable(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
+
+
+def _kept_note(skipped: SkippedFile, kept: int) -> SkippedFile:
+    if not kept:
+        return skipped
+    what = "its indexed file is" if kept == 1 else f"its {kept} indexed files are"
+    if skipped.kind != "folder":
+        what = "its indexed pages are"
+    return dataclasses.replace(skipped, reason=f"{skipped.reason}; {what} kept as they were")
 
 
 def _under(path: Path, roots: list[Path]) -> bool:

@@ -9,9 +9,11 @@
 
 Crash safety: every file is written to a temporary name and moved into place with os.replace, so a
 reader sees the old or the new version, never half of one. A source is committed by writing its
-record last (after its images); a record is removed before its images. A killed ingest therefore
-leaves at most unreferenced images, which `remove_orphan_images` deletes when the next ingest starts,
-and that ingest redoes only the source that was in progress. Writers (ingest, remove) in different
+record last (after its images); a record is removed before its images. A long PDF is committed in
+chunks: its record is rewritten with `complete: false` after each chunk of pages, and `complete: true`
+after the last. A killed ingest therefore leaves at most unreferenced images, which
+`remove_orphan_images` deletes when the next ingest starts, and that ingest redoes at most the chunk
+that was in progress, resuming inside the file. Writers (ingest, remove) in different
 processes take turns through an flock on <index>/.lock; readers never block.
 """
 from __future__ import annotations
@@ -56,6 +58,9 @@ class SourceRecord:
     vids: list[int]  # internal int id of each page in the dense and lexical indexes
     pages: list[Page]
     vectors: np.ndarray  # (len(pages), dim) float32
+    complete: bool = True  # False while a long PDF is committed chunk by chunk
+    pages_read: int = 0  # source pages read so far (indexed or failed); the next run resumes after them
+    stem: str = ""  # page ids are `{stem}_{page}` (PDF) or `stem` (image)
 
     def to_json(self, folder: Path) -> bytes:
         pages = [_page_to_json(page, folder) for page in self.pages]
@@ -63,7 +68,8 @@ class SourceRecord:
         return json.dumps(
             {
                 "source": self.source, "sha256": self.sha256, "size": self.size, "mtime_ns": self.mtime_ns,
-                "vids": self.vids, "pages": pages,
+                "vids": self.vids, "pages": pages, "complete": self.complete,
+                "pages_read": self.pages_read, "stem": self.stem,
                 "vectors": {"shape": list(vectors.shape), "float32_base64": base64.b64encode(vectors.tobytes()).decode()},
             },
             ensure_ascii=False,
@@ -75,7 +81,8 @@ class SourceRecord:
         pages = [_page_from_json(p, folder) for p in d["pages"]]
         raw = base64.b64decode(d["vectors"]["float32_base64"])
         vectors = np.frombuffer(raw, dtype=np.float32).reshape(d["vectors"]["shape"]).copy()
-        return cls(d["source"], d["sha256"], int(d["size"]), int(d["mtime_ns"]), list(d["vids"]), pages, vectors)
+        return cls(d["source"], d["sha256"], int(d["size"]), int(d["mtime_ns"]), list(d["vids"]), pages, vectors,
+                   bool(d.get("complete", True)), int(d.get("pages_read", len(pages))), str(d.get("stem", "")))
 
 
 # Pages are stored with compact boxes, [text, x1, y1, x2, y2, confidence], and an image path relative
@@ -194,7 +201,8 @@ class IndexStore:
 
     # ---- manifest ----------------------------------------------------------------------------------
     def write_manifest(self, records: list[SourceRecord], format_version: int) -> None:
-        sources = {r.source: {"sha256": r.sha256, "pages": [p.page_id for p in r.pages]} for r in records}
+        sources = {r.source: {"sha256": r.sha256, "pages": [p.page_id for p in r.pages], "complete": r.complete}
+                   for r in records}
         data = {"format_version": format_version, "sources": dict(sorted(sources.items()))}
         atomic_write(self.manifest_path, json.dumps(data, indent=1, ensure_ascii=False).encode())
 
