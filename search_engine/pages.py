@@ -56,7 +56,7 @@ class RawPage:
 def count_pages(source: SourceFile) -> int:
     if source.kind == "image":
         return 1
-    with _open_pdf(source) as doc:
+    with open_pdf(source) as doc:
         return doc.page_count
 
 
@@ -68,7 +68,7 @@ def read_pages(source: SourceFile, dpi: int, max_pixels: int, jpeg_quality: int,
         if first <= 1:
             yield 1, _read_image(source, max_pixels, jpeg_quality)
         return
-    with _open_pdf(source) as doc:
+    with open_pdf(source) as doc:
         for index in range(max(first, 1) - 1, doc.page_count):
             yield index + 1, read_pdf_page(doc, index, dpi, max_pixels, jpeg_quality)
 
@@ -91,7 +91,7 @@ def page_boxes(raw: RawPage, ocr: OcrEngine, min_text_chars: int) -> tuple[list[
 
 
 # ---- PDFs ----------------------------------------------------------------------------------------
-def _open_pdf(source: SourceFile) -> pymupdf.Document:
+def open_pdf(source: SourceFile) -> pymupdf.Document:
     try:
         with open(source.path, "rb"):  # a permission problem is not a corrupt PDF
             pass

@@ -36,16 +36,16 @@ def _why(error: OSError) -> str:
     return (error.strerror or str(error)).lower() if error.strerror else str(error)
 
 
-def _walk(root: Path, skipped: list[SkippedFile]):
+def _walk(root: Path, skipped: list[SkippedFile], exclude: frozenset[str]):
     """Files under the folder `root`, sorted; folders that cannot be listed and linked folders are
-    reported in `skipped`."""
+    reported in `skipped`; folders in `exclude` (the index's own) are passed over silently."""
     def cannot_list(error: OSError) -> None:
         skipped.append(SkippedFile(str(error.filename or root), f"cannot list the folder: {_why(error)}", "folder"))
 
     for folder, dirs, files in os.walk(root, onerror=cannot_list):
         kept = []
         for name in sorted(dirs):
-            if name.startswith("."):
+            if name.startswith(".") or os.path.join(folder, name) in exclude:
                 continue
             if os.path.islink(os.path.join(folder, name)):
                 skipped.append(SkippedFile(os.path.join(folder, name), LINKED_FOLDER, "link"))
@@ -82,9 +82,11 @@ def _classify(path: Path) -> SourceFile | SkippedFile:
     return SourceFile(path.resolve(), kind, stat.st_size, stat.st_mtime_ns)
 
 
-def discover(paths) -> tuple[list[SourceFile], list[SkippedFile]]:
+def discover(paths, exclude=()) -> tuple[list[SourceFile], list[SkippedFile]]:
     """Sources under `paths` (files or folders), de-duplicated, in a stable order; plus what was skipped.
-    A skipped path's `kind` says what it was: "file", "folder" (could not be listed) or "link"."""
+    A skipped path's `kind` says what it was: "file", "folder" (could not be listed) or "link".
+    Folders in `exclude` (an index folder inside the folder being indexed) are not walked."""
+    exclude = frozenset(os.path.abspath(p) for p in exclude)
     found: dict[Path, SourceFile] = {}
     skipped: list[SkippedFile] = []
     for raw in paths:
@@ -103,7 +105,9 @@ def discover(paths) -> tuple[list[SourceFile], list[SkippedFile]]:
             else:
                 skipped.append(SkippedFile(str(root), "no such file or folder"))
             continue
-        for candidate in (_walk(root, skipped) if is_folder else [root]):
+        if is_folder and os.path.abspath(root) in exclude:
+            continue
+        for candidate in (_walk(os.path.abspath(root), skipped, exclude) if is_folder else [root]):
             result = _classify(candidate)
             if isinstance(result, SkippedFile):
                 skipped.append(result)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from search_engine import DocumentIndex, IndexConfig
-from search_engine.index import EMBED_BATCH
+from search_engine.ingest import EMBED_BATCH
 from search_engine.embedders import load_embedder
 from search_helpers import make_pdf
 

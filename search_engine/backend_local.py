@@ -1,0 +1,179 @@
+"""The default backend: everything in the index folder on this machine.
+
+Page records in SQLite (store.py), BM25 in tantivy (lexical_tantivy.py), vectors in FAISS
+(dense_store.py). The records and their change log are the truth; the two retrievers are derived
+from them and catch up from the log when they lag (after a kill, or another process's commit).
+
+What a search process holds in memory per page: nothing of the records (a page is read by id when
+asked for), the dense index (mapped from disk once it is an HNSW graph) and tantivy's mapped
+segments.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .config import IndexConfig
+from .dense_store import DenseStore
+from .lexical_tantivy import TantivyLexical
+from .store import HitMeta, IndexStore, SourceState
+from .tokenize import tokenize
+from .types import Page
+
+log = logging.getLogger(__name__)
+LEXICAL_SEQ = "lexical_seq"  # meta key: how far into the change log the tantivy index is
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, folder: Path, config: IndexConfig):
+        self.folder = Path(folder)
+        self.config = config
+        self.store = IndexStore(self.folder)
+        self.images = self.store  # the page-image folder (images_dir, write/delete, orphans)
+        self.dense = DenseStore(self.store, config.dense, config.dense_checkpoint_every)
+        self.lexical: TantivyLexical | None = None
+        self._version: int | None = None
+        self._next_vid: int | None = None
+
+    # ---- life cycle ----------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Open the retrievers and bring them up to date with the records."""
+        self.lexical = TantivyLexical(self.folder / "lexical")
+        self.dense.load()
+        self._version = self.store.data_version()
+        with self.store.try_writer_lock() as free:
+            if free:  # nobody is writing: a lagging lexical index (a killed ingest) catches up now
+                self._catch_up_lexical()
+
+    def refresh(self) -> None:
+        """See what other processes committed since (cheap when nothing changed)."""
+        version = self.store.data_version()
+        if version == self._version:
+            return
+        self._version = version
+        self.dense.catch_up()
+        self.lexical.refresh()
+
+    def close(self) -> None:
+        if self.lexical is not None:
+            self.lexical.close_writer()
+        self.store.close()
+
+    def wipe(self) -> None:
+        self.lexical = None
+        self.store.wipe()
+        self.dense = DenseStore(self.store, self.config.dense, self.config.dense_checkpoint_every)
+
+    # ---- writing (inside store.writer_lock) ----------------------------------------------------------
+    def begin_write(self) -> None:
+        self.store.db  # noqa: B018 (creates the tables)
+        self.refresh()
+        self.dense.catch_up()
+        self._catch_up_lexical()
+        self._next_vid = self.store.next_vid()
+
+    def end_write(self, format_version: int) -> None:
+        self.lexical.close_writer()
+        if self.dense.maybe_checkpoint():
+            self.store.forget_changes(min(self.dense.base_seq, int(self.store.get_meta(LEXICAL_SEQ, "0"))))
+        self.store.write_manifest(format_version)
+        self._version = self.store.data_version()
+        self._next_vid = None
+
+    def commit(self, state: SourceState, pages: list[Page], vectors: np.ndarray, tokens: list[list[str]]) -> None:
+        """One chunk of a source, atomically in the records; then into both retrievers."""
+        vids = list(range(self._next_vid, self._next_vid + len(pages)))
+        self._next_vid += len(pages)
+        self.store.commit_pages(state, vids, pages, vectors)
+        seq = self.store.last_seq()
+        for vid, page_tokens in zip(vids, tokens):
+            self.lexical.add(vid, page_tokens)
+        self.lexical.commit()
+        self.store.set_meta(LEXICAL_SEQ, str(seq))
+        self.dense.apply(self.store.changes_since(self.dense.seq), {vid: vectors[i] for i, vid in enumerate(vids)})
+        if self.dense.maybe_checkpoint():
+            self.store.forget_changes(min(self.dense.base_seq, seq))
+
+    def update_source(self, state: SourceState) -> None:
+        self.store.update_source(state)
+
+    def drop_source(self, path: str) -> list[str]:
+        gone = self.store.delete_source(path)
+        self._removed([v for v, _ in gone])
+        for _, page_id in gone:
+            self.store.delete_image(page_id)
+        return [p for _, p in gone]
+
+    def remove_page(self, page_id: str) -> bool:
+        vid = self.store.delete_page(page_id)
+        if vid is None:
+            return False
+        self._removed([vid])
+        self.store.delete_image(page_id)
+        return True
+
+    def _removed(self, vids: list[int]) -> None:
+        if not vids:
+            return
+        seq = self.store.last_seq()
+        for vid in vids:
+            self.lexical.remove(vid)
+        self.lexical.commit()
+        self.store.set_meta(LEXICAL_SEQ, str(seq))
+        self.dense.apply(self.store.changes_since(self.dense.seq))
+
+    def _catch_up_lexical(self) -> None:
+        applied = int(self.store.get_meta(LEXICAL_SEQ, "0"))
+        caught = 0
+        while True:
+            changes = self.store.changes_since(applied, limit=5_000)
+            if not changes:
+                break
+            texts = self.store.page_tokens_source([vid for _, vid, added in changes if added])
+            for _, vid, added in changes:
+                if added and vid in texts:
+                    self.lexical.add(vid, tokenize(texts[vid]))
+                elif not added:
+                    self.lexical.remove(vid)
+            self.lexical.commit()
+            applied = changes[-1][0]
+            self.store.set_meta(LEXICAL_SEQ, str(applied))
+            caught += len(changes)
+        if caught:
+            log.info("lexical index caught up with %d logged changes", caught)
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.store.count()
+
+    def sources(self) -> dict[str, SourceState]:
+        return self.store.sources()
+
+    def taken_page_ids(self, page_ids: list[str]) -> set[str]:
+        return self.store.taken_page_ids(page_ids)
+
+    def page(self, page_id: str) -> Page | None:
+        return self.store.page(page_id)
+
+    def iter_pages(self) -> Iterator[Page]:
+        return self.store.iter_pages()
+
+    def dense_search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.dense.search(vector, k)
+
+    def lexical_search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.lexical.search(tokenize(query), k)
+
+    def hit_meta(self, keys: list[int]) -> dict[int, HitMeta]:
+        return self.store.hit_meta([int(k) for k in keys])
+
+    def image_path(self, page_id: str) -> Path:
+        return self.store.image_path(page_id)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "dense": self.dense.base.kind if self.dense.base is not None else "flat"}

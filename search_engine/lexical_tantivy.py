@@ -1,0 +1,104 @@
+"""BM25 on disk with tantivy, over our own tokens (tokenize.py: English words, CJK bigrams).
+
+Pages are indexed as their tokens joined by spaces, through a whitespace tokenizer, so tantivy sees
+exactly the terms tokenize.py makes and Chinese keeps working; a query is the OR of its distinct
+tokens. tantivy keeps immutable segments on disk (memory-mapped), merges them in the background and
+finds the top k with block-max WAND, so a search does not score every page that shares a common word.
+Adding or removing pages writes a new small segment and a delete list: no rebuild.
+
+Scoring is tantivy's BM25 (k1 = 1.2, b = 0.75, fixed by the library) where the in-memory LexicalIndex
+used k1 = 0.9, b = 0.4: bench/retrieval_quality.py gives the figures for both (bench/RESULTS.md).
+bench/lexical_backends.py compares this with SQLite FTS5 at 1M pages; tantivy was kept (faster).
+
+Writes are done only by the index's writer (store.writer_lock); tantivy's own lock file would refuse
+a second writer anyway. Each `commit` is atomic (tantivy swaps its meta.json).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tantivy
+
+log = logging.getLogger(__name__)
+
+TOKENIZER = "vrag_tokens"  # whitespace only: the text is already our tokens
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_integer_field("vid", stored=False, indexed=True, fast=True)
+    builder.add_text_field("text", stored=False, tokenizer_name=TOKENIZER, index_option="freq")
+    return builder.build()
+
+
+class TantivyLexical:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._schema = _schema()
+        try:
+            self._index = tantivy.Index(self._schema, path=str(self.folder), reuse=True)
+        except ValueError as e:  # a damaged or foreign folder: it is derived data, start it again
+            log.warning("lexical index at %s unreadable (%s): starting it again", self.folder, e)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+            self._index = tantivy.Index(self._schema, path=str(self.folder), reuse=False)
+        self._index.register_tokenizer(TOKENIZER, tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace()).build())
+        self._writer: tantivy.IndexWriter | None = None
+        self._searcher = self._index.searcher()
+
+    # ---- writing (the index's writer only) -----------------------------------------------------------
+    def _w(self) -> tantivy.IndexWriter:
+        if self._writer is None:
+            self._writer = self._index.writer(heap_size=64_000_000, num_threads=1)
+        return self._writer
+
+    def add(self, vid: int, tokens: list[str]) -> None:
+        """Index a page (replacing any page of that vid: replaying the change log twice is harmless)."""
+        writer = self._w()
+        writer.delete_documents_by_term("vid", int(vid))
+        doc = tantivy.Document()
+        doc.add_integer("vid", int(vid))
+        doc.add_text("text", " ".join(tokens))
+        writer.add_document(doc)
+
+    def remove(self, vid: int) -> None:
+        self._w().delete_documents_by_term("vid", int(vid))
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.commit()
+            self.refresh()
+
+    def close_writer(self) -> None:
+        """Release tantivy's writer lock and its memory (merges in flight finish first)."""
+        if self._writer is not None:
+            self._writer.commit()
+            self._writer.wait_merging_threads()
+            self._writer = None
+            self.refresh()
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """See what the writer (this process or another) committed since."""
+        self._index.reload()
+        self._searcher = self._index.searcher()
+
+    def __len__(self) -> int:
+        return self._searcher.num_docs
+
+    def search(self, query_tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k pages with a positive score: (scores, vids), best first; fewer than k if fewer match."""
+        terms = sorted(set(query_tokens))
+        if not terms or not self._searcher.num_docs:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        query = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "text", t)) for t in terms])
+        hits = self._searcher.search(query, limit=k, count=False).hits
+        if not hits:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        vids = self._searcher.fast_field_values("vid", [address for _, address in hits])
+        return np.array([score for score, _ in hits], np.float32), np.array(vids, np.int64)
