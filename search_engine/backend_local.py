@@ -18,8 +18,8 @@ import numpy as np
 
 from .config import IndexConfig
 from .dense_store import DenseStore
-from .lexical_tantivy import TantivyLexical
-from .store import HitMeta, IndexStore, SourceState
+from .lexical_tantivy import TantivyLexical, padding
+from .store import Chunk, HitMeta, IndexStore, SourceState
 from .tokenize import tokenize
 from .types import Page
 
@@ -85,19 +85,32 @@ class LocalBackend:
         self._version = self.store.data_version()
         self._next_vid = None
 
-    def commit(self, state: SourceState, pages: list[Page], vectors: np.ndarray, tokens: list[list[str]]) -> None:
-        """One chunk of a source, atomically in the records; then into both retrievers."""
-        vids = list(range(self._next_vid, self._next_vid + len(pages)))
-        self._next_vid += len(pages)
-        self.store.commit_pages(state, vids, pages, vectors)
+    def commit(self, chunks: list[Chunk]) -> None:
+        """Chunks of sources, atomically in the records (one transaction); then into both retrievers."""
+        rows, vectors_of = [], {}
+        pad = self._padding([len(t) for c in chunks for t in c.tokens])
+        for chunk in chunks:
+            vids = list(range(self._next_vid, self._next_vid + len(chunk.pages)))
+            self._next_vid += len(chunk.pages)
+            rows.append((chunk.state, vids, chunk.pages, chunk.vectors))
+            for i, vid in enumerate(vids):
+                vectors_of[vid] = chunk.vectors[i]
+                self.lexical.add(vid, chunk.tokens[i], pad)
+        self.store.commit_pages(rows)  # the commit point
         seq = self.store.last_seq()
-        for vid, page_tokens in zip(vids, tokens):
-            self.lexical.add(vid, page_tokens)
         self.lexical.commit()
         self.store.set_meta(LEXICAL_SEQ, str(seq))
-        self.dense.apply(self.store.changes_since(self.dense.seq), {vid: vectors[i] for i, vid in enumerate(vids)})
+        self.dense.apply(self.store.changes_since(self.dense.seq, limit=len(vectors_of) + 100_000), vectors_of)
         if self.dense.maybe_checkpoint():
             self.store.forget_changes(min(self.dense.base_seq, seq))
+
+    def _padding(self, lengths: list[int]) -> int:
+        """Filler terms for new pages (lexical_tantivy.padding), from the running mean page length."""
+        tokens = int(self.store.get_meta("lexical_tokens", "0")) + sum(lengths)
+        pages = int(self.store.get_meta("lexical_pages", "0")) + len(lengths)
+        self.store.set_meta("lexical_tokens", str(tokens))
+        self.store.set_meta("lexical_pages", str(pages))
+        return padding(tokens / max(pages, 1), self.config.lexical_b)
 
     def update_source(self, state: SourceState) -> None:
         self.store.update_source(state)
@@ -135,9 +148,11 @@ class LocalBackend:
             if not changes:
                 break
             texts = self.store.page_tokens_source([vid for _, vid, added in changes if added])
+            tokens = {vid: tokenize(text) for vid, text in texts.items()}
+            pad = self._padding([])
             for _, vid, added in changes:
-                if added and vid in texts:
-                    self.lexical.add(vid, tokenize(texts[vid]))
+                if added and vid in tokens:
+                    self.lexical.add(vid, tokens[vid], pad)
                 elif not added:
                     self.lexical.remove(vid)
             self.lexical.commit()

@@ -29,6 +29,7 @@ class IndexConfig:
     max_image_pixels: int = 100_000_000  # decompression-bomb guard for images and rendered pages
     jpeg_quality: int = 90  # for page images that are not already JPEG files
     candidates: int = 100  # pages each retriever proposes before fusion
+    lexical_b: float = 0.4  # BM25 length normalisation (see lexical.py, lexical_tantivy.padding)
     backend: str = "local"  # "local" (SQLite + tantivy + FAISS in the folder) or "milvus" (see backend_milvus.py)
     milvus_uri: str = ""  # backend "milvus": http://host:19530, or a local Milvus Lite path ending in .db
     milvus_collection: str = ""  # backend "milvus": collection name prefix (default: from the folder name)
@@ -47,6 +48,7 @@ class IndexConfig:
             "min_text_chars": self.min_text_chars,
             "ocr_min_confidence": self.ocr_min_confidence,
             "ocr_max_side": self.ocr_max_side,
+            "lexical_b": self.lexical_b,
             "backend": self.backend,
             "milvus_uri": self.milvus_uri,
             "milvus_collection": self.milvus_collection,

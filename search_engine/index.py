@@ -193,13 +193,18 @@ class DocumentIndex:
             raise QueryError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         self._backend.refresh()
         k = max(top_k, self.config.candidates)
+        vector = self.embedder.encode_query(query) if mode in ("fused", "dense") else None
+        own_fusion = getattr(self._backend, "fused_search", None)
+        fused = own_fusion(vector, query, top_k + 10, self.config.fusion) if own_fusion and mode == "fused" else None
         rankings = {}
-        if mode in ("fused", "dense"):
-            rankings["dense"] = self._backend.dense_search(self.embedder.encode_query(query), k)
-        if mode in ("fused", "lexical"):
+        if mode == "dense" or (mode == "fused" and fused is None):
+            rankings["dense"] = self._backend.dense_search(vector, k)
+        if mode == "lexical" or (mode == "fused" and fused is None):
             rankings["lexical"] = self._backend.lexical_search(query, k)
         rankings = {name: r for name, r in rankings.items() if len(r[1])}
-        if mode == "fused":
+        if fused is not None:  # the backend fused the rankings itself (Milvus hybrid search with RRF)
+            scores, ids = fused
+        elif mode == "fused":
             scores, ids = fuse(rankings, self.config.fusion, top_k + 10)  # a few spare: see below
         else:
             scores, ids = rankings.get(mode, (np.zeros(0), np.zeros(0, np.int64)))

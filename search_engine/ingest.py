@@ -32,7 +32,7 @@ from .config import IndexConfig
 from .page_reader import ReadPage, ReadSettings, Task, in_process_reader, init_worker, read_task
 from .pages import SourceError, count_pages
 from .sources import SourceFile, discover, file_sha256, still_there
-from .store import SourceState
+from .store import Chunk, SourceState
 from .tokenize import tokenize
 from .types import IngestReport, Page, SkippedFile
 
@@ -154,9 +154,10 @@ class Ingestor:
         workers = self.config.workers if self.config.workers is not None else (os.cpu_count() or 1)
         pool = None
         if workers >= 1 and total >= POOL_MIN_PAGES:
-            # forkserver: workers start from a clean process, not a fork of one holding torch's threads
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["search_engine.page_reader"])
+            # fork: workers start at once and need no `if __name__ == "__main__"` guard in the caller's
+            # script. They only render, encode and OCR (never touch torch, SQLite or tantivy, whose
+            # threads the fork does not copy), and die with this process (page_reader._die_with_parent).
+            context = multiprocessing.get_context("fork")
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(settings,))
             submit = lambda task: pool.submit(read_task, task)  # noqa: E731
             window = 2 * workers + 2
@@ -257,18 +258,20 @@ class Ingestor:
         if not pending:
             return
         vectors = self._embed([t for r in pending for t in r.texts], [i for r in pending for i in r.images])
-        start = 0
+        chunks, start = [], 0
         for reading in pending:
             n = len(reading.pages)
             if n:
-                tokens = [tokenize(p.text) for p in reading.pages]
-                self.backend.commit(reading.state, reading.pages, vectors[start : start + n], tokens)
+                chunks.append(Chunk(dataclasses.replace(reading.state), reading.pages, vectors[start : start + n],
+                                    [tokenize(p.text) for p in reading.pages]))
                 report.added += [p.page_id for p in reading.pages]
             else:
                 self.backend.update_source(reading.state)
             start += n
             reading.committed = True
             reading.pages, reading.texts, reading.images = [], [], []
+        if chunks:
+            self.backend.commit(chunks)
 
     def _embed(self, texts: list[str], images: list) -> np.ndarray:
         embedder = self._embedder()

@@ -6,8 +6,14 @@ tokens. tantivy keeps immutable segments on disk (memory-mapped), merges them in
 finds the top k with block-max WAND, so a search does not score every page that shares a common word.
 Adding or removing pages writes a new small segment and a delete list: no rebuild.
 
-Scoring is tantivy's BM25 (k1 = 1.2, b = 0.75, fixed by the library) where the in-memory LexicalIndex
-used k1 = 0.9, b = 0.4: bench/retrieval_quality.py gives the figures for both (bench/RESULTS.md).
+Length normalisation. tantivy's BM25 has k1 = 1.2 and b = 0.75 built in; our retrieval was tuned with
+b = 0.4 (lexical.py: short title slides must not outrank the content slide; with tantivy's b the dev
+and held-out figures each lost a question). The normalisation term is 1 - b + b * len / avg_len.
+Adding P copies of a filler term that no query contains to every page, with P = avg_len * (0.75 / B - 1),
+turns tantivy's 0.25 + 0.75 * (len + P) / (avg_len + P) into exactly 1 - B + B * len / avg_len, so
+the ranking is that of b = B (k1 stays 1.2; k1 0.9 and 1.2 were within a question of each other).
+`avg_len` is the running mean page length when a page is added (kept in the records' meta), so
+pages added long after a corpus changed character are normalised slightly off; re-ingesting fixes it.
 bench/lexical_backends.py compares this with SQLite FTS5 at 1M pages; tantivy was kept (faster).
 
 Writes are done only by the index's writer (store.writer_lock); tantivy's own lock file would refuse
@@ -25,6 +31,13 @@ import tantivy
 log = logging.getLogger(__name__)
 
 TOKENIZER = "vrag_tokens"  # whitespace only: the text is already our tokens
+FILLER = "\u2042"  # a term tokenize.py never makes (see `padding`)
+TANTIVY_B = 0.75
+
+
+def padding(mean_length: float, b: float) -> int:
+    """Filler terms per page that make tantivy's length normalisation that of BM25 with this `b`."""
+    return max(0, round(mean_length * (TANTIVY_B / b - 1)))
 
 
 def _schema() -> tantivy.Schema:
@@ -56,13 +69,14 @@ class TantivyLexical:
             self._writer = self._index.writer(heap_size=64_000_000, num_threads=1)
         return self._writer
 
-    def add(self, vid: int, tokens: list[str]) -> None:
-        """Index a page (replacing any page of that vid: replaying the change log twice is harmless)."""
+    def add(self, vid: int, tokens: list[str], pad: int = 0) -> None:
+        """Index a page (replacing any page of that vid: replaying the change log twice is harmless),
+        with `pad` filler terms (see `padding`)."""
         writer = self._w()
         writer.delete_documents_by_term("vid", int(vid))
         doc = tantivy.Document()
         doc.add_integer("vid", int(vid))
-        doc.add_text("text", " ".join(tokens))
+        doc.add_text("text", " ".join(tokens) + (" " + FILLER) * pad)
         writer.add_document(doc)
 
     def remove(self, vid: int) -> None:

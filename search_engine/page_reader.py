@@ -10,7 +10,10 @@ the last PDF open between tasks: `_WorkerState` is that per-process state.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
 import pymupdf
@@ -102,7 +105,20 @@ _state: _WorkerState | None = None  # this worker process's state (set by init_w
 
 def init_worker(settings: ReadSettings) -> None:
     global _state
+    _die_with_parent()
     _state = _WorkerState(settings)
+
+
+def _die_with_parent() -> None:
+    """A SIGKILLed ingest must not leave its workers behind (they would wait for tasks forever):
+    ask Linux to kill this worker when the process that forked it dies (PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: workers then end with the pool as usual
+        pass
+    if os.getppid() == 1:  # the parent died before the signal was armed
+        os._exit(0)
 
 
 def read_task(task: Task) -> list[tuple[int, ReadPage | str]] | SourceError:

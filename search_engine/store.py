@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import orjson
 
 from .types import Page, TextBox
 
@@ -87,6 +88,16 @@ class SourceState:
     stem: str = ""  # page ids are `{stem}_{page}` (PDF) or `stem` (image)
 
 
+@dataclass
+class Chunk:
+    """Pages of one source to commit, with their vectors and lexical tokens (what a backend needs)."""
+
+    state: SourceState  # the source's progress after this chunk
+    pages: list[Page]
+    vectors: np.ndarray  # (len(pages), dim)
+    tokens: list[list[str]]
+
+
 @dataclass(frozen=True)
 class HitMeta:
     """What a search hit needs of its page, without its boxes."""
@@ -97,13 +108,21 @@ class HitMeta:
 
 
 def encode_boxes(boxes: list[TextBox]) -> str:
-    """Compact boxes, [text, x1, y1, x2, y2, confidence]: dataclasses.asdict on 500 words cost more
-    than rendering the page."""
-    return json.dumps([[b.text, *b.box, b.confidence] for b in boxes], ensure_ascii=False, separators=(",", ":"))
+    """Compact boxes as JSON, [text, x1, y1, x2, y2, confidence] each (orjson: several times the json
+    module's speed; dataclasses.asdict on 500 words cost more than rendering the page)."""
+    return orjson.dumps([(b.text, *b.box, b.confidence) for b in boxes]).decode()
 
 
 def decode_boxes(data: str) -> list[TextBox]:
-    return [TextBox(text, (x1, y1, x2, y2), confidence) for text, x1, y1, x2, y2, confidence in json.loads(data)]
+    return [TextBox(text, (x1, y1, x2, y2), confidence) for text, x1, y1, x2, y2, confidence in orjson.loads(data)]
+
+
+def write_manifest(path: Path, format_version: int, sources: dict[str, tuple[str, bool, list[str]]]) -> None:
+    """manifest.json: {source path: {"sha256", "pages": [page ids], "complete"}}, for light readers
+    (pages/common.index_sources) that must not open the index."""
+    data = {"format_version": format_version, "sources": {
+        p: {"sha256": sha, "pages": pages, "complete": complete} for p, (sha, complete, pages) in sorted(sources.items())}}
+    atomic_write(path, json.dumps(data, indent=1, ensure_ascii=False).encode())
 
 
 class IndexStore:
@@ -249,18 +268,20 @@ class IndexStore:
         used = rows[0][0]
         return int(self.get_meta("next_vid", "0")) if used is None else max(int(used) + 1, int(self.get_meta("next_vid", "0")))
 
-    def commit_pages(self, state: SourceState, vids: list[int], pages: list[Page], vectors: np.ndarray) -> None:
-        """One chunk of a source: its pages and the source's progress, in one transaction."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray]]) -> None:
+        """Chunks of sources (state, vids, pages, vectors): their pages and the sources' progress, in
+        one transaction."""
         with self.transaction() as db:
-            source_id = self._upsert_source(db, state)
-            db.executemany(
-                "INSERT INTO pages(vid, page_id, source_id, page, width, height, text_source, boxes, vector) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(vid, p.page_id, source_id, p.page, p.width, p.height, p.text_source, encode_boxes(p.boxes),
-                  vectors[i].tobytes()) for i, (vid, p) in enumerate(zip(vids, pages))],
-            )
-            db.executemany("INSERT INTO changes(vid, added) VALUES (?, 1)", [(v,) for v in vids])
+            for state, vids, pages, vectors in chunks:
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                source_id = self._upsert_source(db, state)
+                db.executemany(
+                    "INSERT INTO pages(vid, page_id, source_id, page, width, height, text_source, boxes, vector) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(vid, p.page_id, source_id, p.page, p.width, p.height, p.text_source, encode_boxes(p.boxes),
+                      vectors[i].tobytes()) for i, (vid, p) in enumerate(zip(vids, pages))],
+                )
+                db.executemany("INSERT INTO changes(vid, added) VALUES (?, 1)", [(v,) for v in vids])
 
     def delete_source(self, path: str) -> list[tuple[int, str]]:
         """Drop a source and its pages in one transaction; returns their (vid, page id)."""
@@ -399,15 +420,14 @@ class IndexStore:
 
     # ---- manifest (for light readers: pages/common.index_sources) ------------------------------------
     def write_manifest(self, format_version: int) -> None:
-        sources: dict[str, dict] = {}
+        sources: dict[str, tuple[str, bool, list[str]]] = {}
         rows = self._query("SELECT s.path, s.sha256, s.complete, p.page_id FROM sources s "
                            "LEFT JOIN pages p ON p.source_id = s.id ORDER BY s.path, p.page")
         for path, sha, complete, page_id in rows:
-            entry = sources.setdefault(path, {"sha256": sha, "pages": [], "complete": bool(complete)})
+            entry = sources.setdefault(path, (sha, bool(complete), []))
             if page_id is not None:
-                entry["pages"].append(page_id)
-        data = {"format_version": format_version, "sources": sources}
-        atomic_write(self.manifest_path, json.dumps(data, indent=1, ensure_ascii=False).encode())
+                entry[2].append(page_id)
+        write_manifest(self.manifest_path, format_version, sources)
 
     def known_sources(self) -> list[str]:
         """Source paths named by the manifest, the records or a previous format's records, read leniently
