@@ -45,7 +45,7 @@ ANALYZER = {"tokenizer": "jieba", "filter": ["lowercase"]}
 BATCH = 500
 
 
-class MilvusError(RuntimeError):
+class MilvusError(ConnectionError):
     """Milvus cannot be reached or refused a request; the message names the URI."""
 
 
