@@ -68,26 +68,32 @@ def measure_open(folder: Path) -> dict:
 
 
 def measure_records(folder: Path) -> dict:
-    """What the page records cost in memory: open them (no retrievers), count, read 1,000 pages by id."""
+    """What the page records hold in memory: open them (no retrievers), count, then read 1,000 random
+    pages by id one after the other (as search hits and the page views do), keeping none."""
+    import gc
+
+    from search_engine import backend_local, backend_milvus  # noqa: F401 (libraries before the baseline)
     from search_engine.config import IndexConfig
     from search_engine.index import make_backend
 
     config = IndexConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    gc.collect()
     before = rss_mb()
     backend = make_backend(folder, config)
     if config.backend == "local":
-        store = backend.store
-        n = store.count()
-        ids = [r[0] for r in store._query("SELECT page_id FROM pages ORDER BY random() LIMIT 1000")]
-        pages = [store.page(i) for i in ids]
+        n = backend.store.count()
+        ids = [r[0] for r in backend.store._query("SELECT page_id FROM pages ORDER BY random() LIMIT 1000")]
     else:
         backend.load()
         n = backend.count()
         ids = [r["page_id"] for r in backend._query("", ["page_id"], limit=1000)]
-        pages = [backend.page(i) for i in ids]
+    boxes = 0
+    for page_id in ids:
+        boxes += len(backend.page(page_id).boxes)
+    gc.collect()
     used = rss_mb() - before
-    del pages
-    return {"pages": n, "rss_mb": round(used, 1), "bytes_per_page": round(used * 2**20 / max(n, 1), 1)}
+    return {"pages": n, "pages_read": len(ids), "boxes_read": boxes, "rss_mb": round(used, 1),
+            "bytes_per_page": round(used * 2**20 / max(n, 1), 1)}
 
 
 def measure_latency(folder: Path, queries: int) -> dict:
