@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import IndexConfig
-from .store import Chunk, HitMeta, IndexStore, SourceState, decode_boxes, encode_boxes, write_manifest
+from .store import MANIFEST_MAX_PAGES, Chunk, HitMeta, IndexStore, SourceState, decode_boxes, encode_boxes, write_manifest
 from .types import Page
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,10 @@ class MilvusBackend:
         self.load()
 
     def end_write(self, format_version: int) -> None:
+        count = self.count()
+        if count > MANIFEST_MAX_PAGES:
+            write_manifest(self.images.manifest_path, format_version, {}, pages=count)
+            return
         sources = self.sources()
         pages: dict[str, list[tuple[int, str]]] = {}
         for row in self._iterate(["source", "page", "page_id"]):

@@ -117,12 +117,48 @@ def decode_boxes(data: str) -> list[TextBox]:
     return [TextBox(text, (x1, y1, x2, y2), confidence) for text, x1, y1, x2, y2, confidence in orjson.loads(data)]
 
 
-def write_manifest(path: Path, format_version: int, sources: dict[str, tuple[str, bool, list[str]]]) -> None:
+MANIFEST_MAX_PAGES = 100_000  # past this, manifest.json names no pages (rewriting it would cost seconds)
+
+
+def write_manifest(path: Path, format_version: int, sources: dict[str, tuple[str, bool, list[str]]],
+                   pages: int | None = None) -> None:
     """manifest.json: {source path: {"sha256", "pages": [page ids], "complete"}}, for light readers
-    (pages/common.index_sources) that must not open the index."""
-    data = {"format_version": format_version, "sources": {
-        p: {"sha256": sha, "pages": pages, "complete": complete} for p, (sha, complete, pages) in sorted(sources.items())}}
+    that must not open the index. An index of more than MANIFEST_MAX_PAGES pages gets a manifest with
+    `"listed": false` and no sources: `read_sources` reads the records instead."""
+    pages = sum(len(p) for _, _, p in sources.values()) if pages is None else pages
+    listed = pages <= MANIFEST_MAX_PAGES
+    data = {"format_version": format_version, "pages": pages, "listed": listed, "sources": {
+        p: {"sha256": sha, "pages": ids, "complete": complete}
+        for p, (sha, complete, ids) in sorted(sources.items())} if listed else {}}
     atomic_write(path, json.dumps(data, indent=1, ensure_ascii=False).encode())
+
+
+def read_sources(folder: Path) -> dict[str, dict]:
+    """{source path: {"sha256", "pages": [page ids], "complete"}} of an index folder, without opening
+    the index (no models, no retrievers, no writer lock): from the records when they are local, else
+    from manifest.json. {} when the folder holds no readable index."""
+    folder = Path(folder)
+    if (folder / RECORDS_FILE).exists():
+        try:
+            db = sqlite3.connect(f"file:{folder / RECORDS_FILE}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = db.execute("SELECT s.path, s.sha256, s.complete, p.page_id FROM sources s "
+                                  "LEFT JOIN pages p ON p.source_id = s.id ORDER BY s.path, p.page").fetchall()
+            finally:
+                db.close()
+            found: dict[str, dict] = {}
+            for path, sha, complete, page_id in rows:
+                entry = found.setdefault(path, {"sha256": sha, "pages": [], "complete": bool(complete)})
+                if page_id is not None:
+                    entry["pages"].append(page_id)
+            return found
+        except sqlite3.Error as e:
+            log.info("cannot read the records of %s: %s", folder, e)
+    try:
+        sources = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("sources", {})
+        return sources if isinstance(sources, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 class IndexStore:
@@ -420,6 +456,10 @@ class IndexStore:
 
     # ---- manifest (for light readers: pages/common.index_sources) ------------------------------------
     def write_manifest(self, format_version: int) -> None:
+        count = self.count()
+        if count > MANIFEST_MAX_PAGES:
+            write_manifest(self.manifest_path, format_version, {}, pages=count)
+            return
         sources: dict[str, tuple[str, bool, list[str]]] = {}
         rows = self._query("SELECT s.path, s.sha256, s.complete, p.page_id FROM sources s "
                            "LEFT JOIN pages p ON p.source_id = s.id ORDER BY s.path, p.page")
