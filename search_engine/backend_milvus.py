@@ -91,11 +91,16 @@ class MilvusBackend:
         return self._client
 
     def load(self) -> None:
+        """Create the collections if missing, and load them (Milvus searches only loaded collections;
+        a server keeps them released after a restart)."""
         if self.client.has_collection(self.pages_name):
             fields = self.client.describe_collection(self.pages_name)["fields"]
             self._dim = next((int(f["params"]["dim"]) for f in fields if f["name"] == "vector"), None)
+            self.client.load_collection(self.pages_name)
         if not self.client.has_collection(self.sources_name):
             self._create_sources()
+        else:
+            self.client.load_collection(self.sources_name)
 
     def _create_sources(self) -> None:
         from pymilvus import DataType

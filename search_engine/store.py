@@ -138,7 +138,11 @@ def read_sources(folder: Path) -> dict[str, dict]:
     the index (no models, no retrievers, no writer lock): from the records when they are local, else
     from manifest.json. {} when the folder holds no readable index."""
     folder = Path(folder)
-    if (folder / RECORDS_FILE).exists():
+    try:
+        backend = json.loads((folder / "config.json").read_text()).get("backend", "local")
+    except (OSError, ValueError, AttributeError):
+        backend = "local"
+    if backend == "local" and (folder / RECORDS_FILE).exists():
         try:
             db = sqlite3.connect(f"file:{folder / RECORDS_FILE}?mode=ro", uri=True, timeout=10)
             try:
@@ -174,7 +178,6 @@ class IndexStore:
     # ---- the folder --------------------------------------------------------------------------------
     def create(self, config: dict) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.db  # creates the tables
         atomic_write(self.config_path, json.dumps(config, indent=2).encode(), durable=True)
 
     def read_config(self) -> dict | None:

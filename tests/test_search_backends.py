@@ -183,3 +183,25 @@ def test_a_reader_sees_another_process_commit(tmp_path, config, embedder):
     child = run_child(index_dir, docs)
     assert json.loads(child.communicate(timeout=600)[0])["added"] == ["second_1"]
     assert len(reader) == 2 and reader.search("lighthouse second", top_k=1)[0].page_id == "second_1"
+
+
+def test_a_milvus_lite_file_is_reopened_by_the_cli(tmp_path):
+    """`--milvus-uri FILE.db`: the CLI ingests, and later processes (search, serve) find the collections
+    again (Milvus keeps them released after a restart: the backend loads them)."""
+    pdfs(tmp_path / "docs", ["orchard"], pages=2, tag="apple harvest")
+    index, uri = tmp_path / "index", tmp_path / "milvus.db"
+    ingest = subprocess.run([sys.executable, "-m", "search_engine", "ingest", str(tmp_path / "docs"), "--index", str(index),
+                             "--backend", "milvus", "--milvus-uri", str(uri)], cwd=ROOT, env=CHILD_ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert ingest.returncode == 0, ingest.stderr
+    assert ingest.stdout.splitlines()[-1].startswith("added 2 pages")
+    search = subprocess.run([sys.executable, "-m", "search_engine", "search", "--index", str(index), "--json",
+                             "apple harvest orchard page 2"], cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=600)
+    assert search.returncode == 0, search.stderr
+    hits = json.loads(search.stdout)
+    assert hits[0]["page_id"] == "orchard_2" and set(hits[0]["scores"]) == {"dense", "lexical"}
+    assert json.loads((index / "config.json").read_text())["backend"] == "milvus"
+    bad = subprocess.run([sys.executable, "-m", "search_engine", "ingest", str(tmp_path / "docs"), "--index",
+                          str(tmp_path / "other"), "--backend", "milvus"], cwd=ROOT, env=CHILD_ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "needs --milvus-uri" in bad.stderr and "Traceback" not in bad.stderr
