@@ -188,7 +188,9 @@ def test_a_reader_sees_another_process_commit(tmp_path, config, embedder):
 def test_a_milvus_lite_file_is_reopened_by_the_cli(tmp_path):
     """`--milvus-uri FILE.db`: the CLI ingests, and later processes (search, serve) find the collections
     again (Milvus keeps them released after a restart: the backend loads them)."""
-    pdfs(tmp_path / "docs", ["orchard"], pages=2, tag="apple harvest")
+    (tmp_path / "docs").mkdir()
+    make_pdf(tmp_path / "docs" / "orchard.pdf", ["Apple harvest in the north orchard began in August.",
+                                                 "Pear blossom by the river mill came early this spring."])
     index, uri = tmp_path / "index", tmp_path / "milvus.db"
     ingest = subprocess.run([sys.executable, "-m", "search_engine", "ingest", str(tmp_path / "docs"), "--index", str(index),
                              "--backend", "milvus", "--milvus-uri", str(uri)], cwd=ROOT, env=CHILD_ENV,
@@ -196,7 +198,7 @@ def test_a_milvus_lite_file_is_reopened_by_the_cli(tmp_path):
     assert ingest.returncode == 0, ingest.stderr
     assert ingest.stdout.splitlines()[-1].startswith("added 2 pages")
     search = subprocess.run([sys.executable, "-m", "search_engine", "search", "--index", str(index), "--json",
-                             "apple harvest orchard page 2"], cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=600)
+                             "pear blossom by the river"], cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=600)
     assert search.returncode == 0, search.stderr
     hits = json.loads(search.stdout)
     assert hits[0]["page_id"] == "orchard_2" and set(hits[0]["scores"]) == {"dense", "lexical"}
