@@ -13,8 +13,9 @@ from .dense import DenseConfig
 from .fusion import FusionConfig
 
 # Bump when the layout or meaning of anything in the index folder changes.
-# 2: compact box lists in the source records; 3: records in SQLite, BM25 in tantivy, FAISS checkpoint + log
-FORMAT_VERSION = 3
+# 2: compact box lists in the source records; 3: records in SQLite, BM25 in tantivy, FAISS checkpoint + log;
+# 4: term counts per page (exact BM25 over tantivy's candidates)
+FORMAT_VERSION = 4
 BACKENDS = ("local", "milvus")
 
 
@@ -30,6 +31,7 @@ class IndexConfig:
     jpeg_quality: int = 90  # for page images that are not already JPEG files
     candidates: int = 100  # pages each retriever proposes before fusion
     lexical_b: float = 0.4  # BM25 length normalisation (see lexical.py, lexical_tantivy.padding)
+    lexical_k1: float = 0.9  # BM25 term-frequency saturation (backend_local re-scores tantivy's candidates)
     backend: str = "local"  # "local" (SQLite + tantivy + FAISS in the folder) or "milvus" (see backend_milvus.py)
     milvus_uri: str = ""  # backend "milvus": http://host:19530, or a local Milvus Lite path ending in .db
     milvus_collection: str = ""  # backend "milvus": collection name prefix (default: from the folder name)

@@ -104,6 +104,10 @@ class TantivyLexical:
     def __len__(self) -> int:
         return self._searcher.num_docs
 
+    def doc_freq(self, token: str) -> int:
+        """Pages holding `token` (deleted ones count until tantivy merges them away)."""
+        return self._searcher.doc_freq("text", token)
+
     def search(self, query_tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k pages with a positive score: (scores, vids), best first; fewer than k if fewer match."""
         terms = sorted(set(query_tokens))

@@ -36,6 +36,7 @@ import os
 import shutil
 import sqlite3
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS sources(
 CREATE TABLE IF NOT EXISTS pages(
     vid INTEGER PRIMARY KEY, page_id TEXT UNIQUE NOT NULL, source_id INTEGER NOT NULL,
     page INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, text_source TEXT NOT NULL,
-    boxes TEXT NOT NULL, vector BLOB NOT NULL);
+    boxes TEXT NOT NULL, vector BLOB NOT NULL, terms TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS pages_by_source ON pages(source_id, page);
 CREATE TABLE IF NOT EXISTS changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, vid INTEGER NOT NULL, added INTEGER NOT NULL);
 """
@@ -307,18 +308,19 @@ class IndexStore:
         used = rows[0][0]
         return int(self.get_meta("next_vid", "0")) if used is None else max(int(used) + 1, int(self.get_meta("next_vid", "0")))
 
-    def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray]]) -> None:
-        """Chunks of sources (state, vids, pages, vectors): their pages and the sources' progress, in
-        one transaction."""
+    def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray, list[list[str]]]]) -> None:
+        """Chunks of sources (state, vids, pages, vectors, lexical tokens): their pages and the sources'
+        progress, in one transaction. Each page keeps its term counts, for exact BM25 (backend_local)."""
         with self.transaction() as db:
-            for state, vids, pages, vectors in chunks:
+            for state, vids, pages, vectors, tokens in chunks:
                 vectors = np.ascontiguousarray(vectors, dtype=np.float32)
                 source_id = self._upsert_source(db, state)
                 db.executemany(
-                    "INSERT INTO pages(vid, page_id, source_id, page, width, height, text_source, boxes, vector) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO pages(vid, page_id, source_id, page, width, height, text_source, boxes, vector, terms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(vid, p.page_id, source_id, p.page, p.width, p.height, p.text_source, encode_boxes(p.boxes),
-                      vectors[i].tobytes()) for i, (vid, p) in enumerate(zip(vids, pages))],
+                      vectors[i].tobytes(), orjson.dumps(Counter(tokens[i])).decode())
+                     for i, (vid, p) in enumerate(zip(vids, pages))],
                 )
                 db.executemany("INSERT INTO changes(vid, added) VALUES (?, 1)", [(v,) for v in vids])
 
@@ -402,6 +404,12 @@ class IndexStore:
             for vid, boxes in self._query(f"SELECT vid, boxes FROM pages WHERE vid IN ({','.join('?' * len(part))})", part):
                 found[vid] = "\n".join(b.text for b in decode_boxes(boxes))
         return found
+
+    def term_counts(self, vids: list[int]) -> dict[int, dict[str, int]]:
+        """{vid: {token: count}} of live pages (what exact BM25 needs of a candidate)."""
+        marks = ",".join("?" * len(vids))
+        return {vid: orjson.loads(terms) for vid, terms in self._query(
+            f"SELECT vid, terms FROM pages WHERE vid IN ({marks})", [int(v) for v in vids])}
 
     def vectors(self, vids: list[int]) -> dict[int, np.ndarray]:
         found: dict[int, np.ndarray] = {}

@@ -233,7 +233,7 @@ def test_dense_store_checkpoint_delta_and_replay(tmp_path):
     def commit(first: int, n: int) -> None:
         pages = [Page(f"p_{i}", "/s.pdf", i + 1, "", 10, 10, "pdf") for i in range(first, first + n)]
         store.commit_pages([(SourceState("/s.pdf", "x", 1, 1, 300, first + n, False, "p"), list(range(first, first + n)),
-                             pages, vectors[first : first + n])])
+                             pages, vectors[first : first + n], [["w"]] * n)])
 
     config = DenseConfig(kind="auto", exact_max=100)
     dense = DenseStore(store, config, checkpoint_every=150)
