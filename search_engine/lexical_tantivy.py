@@ -14,6 +14,8 @@ turns tantivy's 0.25 + 0.75 * (len + P) / (avg_len + P) into exactly 1 - B + B *
 the ranking is that of b = B (k1 stays 1.2; k1 0.9 and 1.2 were within a question of each other).
 `avg_len` is the running mean page length when a page is added (kept in the records' meta), so
 pages added long after a corpus changed character are normalised slightly off; re-ingesting fixes it.
+k1 cannot be emulated so, so the local backend scores tantivy's top candidates again with exact BM25
+(backend_local.LocalBackend.lexical_search): tantivy finds the candidates fast, the formula stays ours.
 bench/lexical_backends.py compares this with SQLite FTS5 at 1M pages; tantivy was kept (faster).
 
 Writes are done only by the index's writer (store.writer_lock); tantivy's own lock file would refuse
