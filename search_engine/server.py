@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,7 +43,7 @@ MAX_REQUEST_LINE = 1 << 20
 
 class SearchRequest(BaseModel):
     queries: list[str] | str = Field(description="one query or a list of queries")
-    top_k: int = Field(POST_TOP_K, description="hits per query")
+    top_k: StrictInt = Field(POST_TOP_K, description="hits per query (an integer; true or \"3\" are refused)")
     vrag_ret: bool = Field(False, description="answer in the reference shape: per query, a list of {idx, image_file}")
     mode: Literal["fused", "dense", "lexical"] = "fused"
 
@@ -167,7 +167,7 @@ def create_app(index, *, title: str = "VRAG Studio search") -> FastAPI:
             "status": "ok",
             "pages": len(index),
             "embedder": index.config.embedder,  # the name only: asking for the model would load it
-            "index": str(root),
+            "index": root.name,  # the name only: a client has no business knowing server paths
             "index_format": index.config.format_version,
             "version": API_VERSION,
         }
