@@ -125,18 +125,11 @@ def choose_index(requested: str | None, folders: dict[str, Path], configured: st
 
 
 def index_sources(index_folder: Path) -> dict[str, dict]:
-    """{source path: {"sha256", "pages": [page ids]}} from the index's manifest.json (search_engine/store.py).
+    """{source path: {"sha256", "pages": [page ids], "complete"}} of an index, without opening it (no
+    models, no retrievers, no lock: search_engine.store.read_sources); {} for a folder holding no index."""
+    from search_engine.store import read_sources
 
-    Cheap (no embedder, no FAISS), so pages can list indexes and their pages without opening them.
-    """
-    try:
-        data = json.loads((Path(index_folder) / "manifest.json").read_text(encoding="utf-8"))
-        sources = data.get("sources", {}) if isinstance(data, dict) else {}
-    except (OSError, ValueError) as e:
-        log.info("no readable manifest in %s: %s", index_folder, e)
-        return {}
-    if not isinstance(sources, dict):
-        return {}
+    sources = read_sources(Path(index_folder))
     return {path: source for path, source in sources.items() if isinstance(source, dict)}
 
 
