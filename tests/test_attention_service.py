@@ -76,13 +76,21 @@ def test_service_maps_equal_the_in_process_maps(loaded, service, demo_corpus, tm
         assert [(m.turn, m.view.file) for m in remote.maps] == [(m.turn, m.view.file) for m in local.maps]
         for a, b in zip(local.maps, remote.maps):
             assert a.values.dtype == b.values.dtype == np.float32
-            assert np.array_equal(a.values, b.values), (request, a.turn, a.view.file)
-        assert remote.scores == local.scores and remote.skipped == local.skipped
+            # equal up to float rounding: the service's worker thread may run torch with another number of
+            # intra-op threads than this one (set per thread), which changes the order of the sums
+            np.testing.assert_allclose(b.values, a.values, rtol=1e-5, atol=0, err_msg=str((request, a.turn, a.view.file)))
+        assert remote.skipped == local.skipped
+        for turn, scores in local.scores.items():
+            assert remote.scores[turn].keys() == scores.keys()
+            for key, value in scores.items():
+                np.testing.assert_allclose(remote.scores[turn][key], value, rtol=1e-5, atol=1e-12)
         assert remote.result.reply_tokens == local.result.reply_tokens
-        for m in local.maps:  # and the stored files are byte for byte the same
+        for m in local.maps:  # and the stored files hold the same maps
             name = f"attention-{request.key()}-turn{m.turn:02d}-{Path(m.view.file).stem}.npy"
-            assert (here / name).read_bytes() == (there / name).read_bytes()
-    assert Trajectory.load(there).turns == Trajectory.load(here).turns  # the current maps and scores too
+            np.testing.assert_allclose(np.load(there / name), np.load(here / name), rtol=1e-5, atol=0)
+    for a, b in zip(Trajectory.load(there).turns, Trajectory.load(here).turns):  # the current maps and scores too
+        assert a.maps == b.maps and a.scores.keys() == b.scores.keys()
+        assert all(abs(a.scores[k] - b.scores[k]) <= 1e-5 * abs(b.scores[k]) + 1e-12 for k in b.scores)
     assert json.loads((there / "attention.json").read_text())["settings"] == json.loads((here / "attention.json").read_text())["settings"]
     # the client's estimate says where it runs
     estimate = client.estimate(Trajectory.load(there), REQUESTS[0])
