@@ -29,6 +29,7 @@ PAGES = [
     st.Page("pages/ask.py", title="Ask", icon=":material/chat:", default=True),
     st.Page("pages/library.py", title="Library", icon=":material/folder_open:"),
     st.Page("pages/trajectories.py", title="Trajectories", icon=":material/timeline:"),
+    st.Page("pages/present.py", title="Present", icon=":material/slideshow:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/monitoring:"),
     st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
 ]
