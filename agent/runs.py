@@ -270,10 +270,16 @@ class Worker(Generic[T]):
         """The work failed on a bug (not on a problem of an `expected` type)."""
         return self.exception is not None and not isinstance(self.exception, self.expected)
 
+    @property
+    def is_started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> "Worker[T]":
-        self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-        self._thread.start()
+        """Start the thread (once; later calls do nothing)."""
+        if self._thread is None:
+            self.started = time.monotonic()
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:

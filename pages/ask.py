@@ -62,7 +62,7 @@ else:
 ask_col, live_col = st.columns([1, 7], vertical_alignment="center")
 if ask_col.button("Ask", type="primary", disabled=running or not question.strip(), icon=":material/send:", key="ask_go", width="stretch"):
     gold = next((e.gold() for e in examples if e.question == question.strip()), {})  # rewards for example questions
-    st.session_state["ask_run"] = ask_run.start(question.strip(), policy_name, budget, index_name, index_folder, s, gold)
+    st.session_state["ask_run"] = ask_run.prepare(question.strip(), policy_name, budget, index_name, index_folder, s, gold)
     st.rerun()  # draw the new run at once: Ask disabled, Stop enabled, nothing of the previous run
 
 
@@ -95,6 +95,8 @@ with live_col:
         st.fragment(_live, run_every=POLL_SECONDS)(run, _signature(run))
     else:
         st.button("Stop", icon=":material/stop:", key="ask_stop_idle", disabled=True, help="Stops a run in flight")
+if run is not None:
+    run.worker.start()  # once, now that Stop is on the page (pages/ask_run.py)
 
 # --- the run ------------------------------------------------------------------------------------
 

@@ -62,12 +62,12 @@ def _transformers(folder: str, **options):
     return common.transformers_policy(folder)  # loaded once per folder and shared (weights, no user state)
 
 
-def start(question: str, policy_name: str, max_turns: int, index_name: str, index_folder: Path, settings: common.Settings, gold: dict) -> AskRun:
-    """Start a run in a background worker; returns at once (the worker loads the index and the policy)."""
+def prepare(question: str, policy_name: str, max_turns: int, index_name: str, index_folder: Path, settings: common.Settings, gold: dict) -> AskRun:
+    """A run and its background worker, not started yet: the page starts it (`worker.start()`) once it has
+    drawn the run's Stop button, so the worker's first heavy steps (loading the index and the policy,
+    the first model call) do not hold up drawing it. The worker loads the index and the policy itself."""
     request = runs.RunRequest(question, policy=policy_name, max_turns=max_turns, gold=gold, index_name=index_name)
     run = runs.Run(request, settings, TrajectoryStore(common.trajectories_dir()),
                    open_index=lambda: common.open_index(index_folder), transformers=_transformers)
     worker = runs.Worker(run.turns(), expected=EXPECTED, name=f"ask:{question[:30]}")
-    ask = AskRun(run, worker, None if settings.search_url.strip() else index_folder)
-    worker.start()
-    return ask
+    return AskRun(run, worker, None if settings.search_url.strip() else index_folder)

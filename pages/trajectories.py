@@ -189,8 +189,8 @@ with st.container(horizontal=True, gap="small", vertical_alignment="center"):
             st.query_params.pop("turn", None)
             st.rerun()
 
-attention_panel.show(traj, folder)
 source = TurnSource(traj, folder=folder, index_folder=_index_folder(traj))
+attention_panel.show(traj, folder, source)
 turn_view.style()
 try:
     linked_turn = int(st.query_params.get("turn", "")) - 1
