@@ -88,9 +88,10 @@ def stored_maps(source: pictures.TurnSource) -> None:
     if not found:
         return
     names = [map_name(source.trajectory, turn, m.view) for turn, m in found]
-    chosen = st.selectbox("Stored attention map", range(len(found)), format_func=names.__getitem__, key="attn_stored",
-                          help="Each turn's reply attends over every image in its context; pick one. In the turn view, "
-                               "switch on the 'attention' layer to see it over the turn's own picture.")
+    name = st.selectbox("Stored attention map", names, key="attn_stored",
+                        help="Each turn's reply attends over every image in its context; pick one. In the turn view, "
+                             "switch on the 'attention' layer to see it over the turn's own picture.")
+    chosen = names.index(name) if name in names else 0
     turn, chosen_map = found[chosen]
     drawn = pictures.picture(source, chosen_map.view, whole_page=False, max_side=900)
     if drawn is None:

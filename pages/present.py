@@ -118,7 +118,8 @@ def _draw(source: TurnSource, playing: bool, pace: float, live: bool) -> None:
         return
     last = len(turns) - 1
     index = min(int(st.session_state.get(f"{key}-turn", 0)), last)
-    if playing and index < last and time.monotonic() - st.session_state.get(f"{key}-at", 0.0) >= pace * 0.9:
+    shown_since = st.session_state.setdefault(f"{key}-at", time.monotonic())  # when this turn came on screen
+    if playing and index < last and time.monotonic() - shown_since >= pace * 0.9:
         index += 1  # a tick of the player
         st.session_state[f"{key}-at"] = time.monotonic()
     st.session_state[f"{key}-turn"] = index

@@ -286,13 +286,13 @@ def _attention_choice(source: TurnSource, turn: Turn, sc: scenes.Scene, key: str
     maps = pictures.attention_maps(source, turn.index)
     if not maps:
         return None, sc.view
-    names = {m.view.file: f"turn {turn.index + 1} · {scenes.image_name(m.view, source.trajectory)}" for m in maps}
+    names = [f"turn {turn.index + 1} · {scenes.image_name(m.view, source.trajectory)}" for m in maps]  # one per image
     default = next((i for i, m in enumerate(maps) if sc.view is not None and m.view.file == sc.view.file), len(maps) - 1)
+    chosen = default
     if len(maps) > 1:
-        chosen = st.selectbox("Attention over", range(len(maps)), index=default, format_func=lambda i: names[maps[i].view.file],
-                              key=f"{key}-attn-{turn.index}", help="Which image in the model's context the attention map covers.")
-    else:
-        chosen = default
+        name = st.selectbox("Attention over", names, index=default, key=f"{key}-attn-{turn.index}",
+                            help="Which image in the model's context the attention map covers.")
+        chosen = names.index(name) if name in names else default
     return maps[chosen], maps[chosen].view
 
 
