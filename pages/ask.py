@@ -12,7 +12,6 @@ from pages import ask_run, common, status
 from pages.ask_run import POLICY_HELP, POLICY_LABELS, AskRun
 from pages.ui import run_info, turn_view
 from pages.ui.pictures import TurnSource
-from pages.ui.scene import BBOX, CROP, GOLD, PREVIOUS
 
 POLL_SECONDS = 0.5
 
@@ -59,11 +58,14 @@ else:
         icon=":material/info:",
     )
 
-ask_col, live_col = st.columns([1, 7], vertical_alignment="center")
-if ask_col.button("Ask", type="primary", disabled=running or not question.strip(), icon=":material/send:", key="ask_go", width="stretch"):
+# Ask starts the run before the Ask and Stop buttons are drawn (the click is already in the session
+# state), so this one script run draws Ask disabled and Stop enabled, and nothing of the previous run.
+if st.session_state.get("ask_go") and not running and question.strip():
     gold = next((e.gold() for e in examples if e.question == question.strip()), {})  # rewards for example questions
-    st.session_state["ask_run"] = ask_run.prepare(question.strip(), policy_name, budget, index_name, index_folder, s, gold)
-    st.rerun()  # draw the new run at once: Ask disabled, Stop enabled, nothing of the previous run
+    run = st.session_state["ask_run"] = ask_run.prepare(question.strip(), policy_name, budget, index_name, index_folder, s, gold)
+    running = True
+ask_col, live_col = st.columns([1, 7], vertical_alignment="center")
+ask_col.button("Ask", type="primary", disabled=running or not question.strip(), icon=":material/send:", key="ask_go", width="stretch")
 
 
 def _signature(ask: AskRun) -> tuple:
@@ -115,6 +117,6 @@ run_info.outcome(traj, running=running)
 turn_view.style()
 source = TurnSource(traj, folder=run.run.folder, index_folder=run.index_folder)
 live = turn_view.Live(running=running, waiting=run.run.phase)
-turn_view.show(source, key=f"ask-{traj.id}", live=live, layers=[BBOX, CROP, PREVIOUS, GOLD, turn_view.RELEVANCE])
+turn_view.show(source, key=f"ask-{traj.id}", live=live)  # relevance maps when switched on: they take seconds per new page
 if not running:
     st.caption(common.md_escape(f"{len(traj.turns)} turns in {run.worker.seconds:.1f} s; saved to {run.run.folder}"))

@@ -112,7 +112,12 @@ def test_offline_run_draws_each_turn_and_is_saved(data_root):
     assert {"model's bbox", "padded crop"} <= set(shape_names(spec))
     crop_box = next(sh for sh in spec["layout"]["shapes"] if sh["name"] == "padded crop")
     assert [crop_box["x0"], crop_box["y0"], crop_box["x1"], crop_box["y1"]] == pytest.approx(bbox_turn.bbox_page)
-    assert any(trace["type"] == "heatmap" for trace in spec["data"])  # Ask shows the relevance layer
+    assert not any(trace["type"] == "heatmap" for trace in spec["data"])  # maps only when switched on (they are slow)
+    layers = at.button_group(key="turn_layers")
+    layers.set_value(list(layers.value) + ["relevance"]).run()
+    [spec] = charts(at)
+    [heat] = [trace for trace in spec["data"] if trace["type"] == "heatmap"]
+    assert heat["name"] == "retrieval relevance" and heat["colorbar"]["title"]["text"] == "retrieval relevance"
     w, h = bbox_turn.observation.input_size  # the zoomed crop, at its real size (measured in tests/test_browser.py)
     assert any(f"sent to the model at {w}x{h} px" in unescape_md(c) for c in texts(at.caption)) and "**Zoomed crop**, what the model saw next" in texts(at.markdown)
     # the final answer, shown as escaped text, and the rewards (the example's gold page is known)
