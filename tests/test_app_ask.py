@@ -6,6 +6,7 @@ The run steps in a background worker (agent/runs.py), so a test waits for it, th
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -100,10 +101,13 @@ def test_offline_run_draws_each_turn_and_is_saved(data_root):
     # the search results: thumbnails with rank, page id and score; the page shown to the model marked
     open_turn(at, 1)
     first = traj.turns[0]
-    captions = [unescape_md(c) for c in texts(at.caption)]
-    assert f"▶ #1 {short_id(first.shown_page_id)} · {first.hits[0]['score']:.2f}" in captions  # one line: rank, page, score
-    assert sum(bool(re.match(r"(▶ )?#\d+ \S+ · \d\.\d\d$", c)) for c in captions) == len(first.hits)
-    assert len(at.image) >= len(traj.turns) + len(first.hits)  # the filmstrip's thumbnails and the hits'
+    [strip] = [h.proto.body for h in at.get("html") if h.proto.body.startswith("<div class=\"vrag-hits\">")]
+    captions = [html.unescape(c) for c in re.findall(r"<figcaption[^>]*>(.*?)</figcaption>", strip)]
+    assert captions[0] == f"▶ #1 {short_id(first.shown_page_id)} · {first.hits[0]['score']:.2f}"  # one line: rank, page, score
+    assert len(captions) == len(first.hits) and all(re.match(r"(▶ )?#\d+ \S+ · \d\.\d\d$", c) for c in captions)
+    assert strip.count("<img src=\"data:image/jpeg;base64,") == len(first.hits)  # every hit's thumbnail
+    assert f'title="{first.hits[0]["page_id"]} · rank 1 · fused score' in strip  # the full id and scores on hover
+    assert len(at.image) >= len(traj.turns)  # the filmstrip's thumbnails
     assert any("both retrievers ranked the page first" in (m.proto.help or "") for m in at.markdown)  # what a score means
     # a crop turn: the page acted on with the model's bbox and the padded crop (page pixels), the zoomed crop
     bbox_turn = next(t for t in traj.turns if t.action == "bbox")

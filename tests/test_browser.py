@@ -144,8 +144,8 @@ def test_asks_with_the_offline_policy_and_draws_each_turn(server):
         settled(page)
         marked = page.get_by_text("▶ #1 ", exact=False).first
         marked.wait_for()
-        assert page.evaluate("() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")].every(i => i.complete && i.naturalWidth > 0)")
-        hits = page.locator("[class*='-hits'] [data-testid='stImage'] img")
+        assert page.evaluate("() => [...document.querySelectorAll('img')].filter(i => i.closest('.vrag-hit, [data-testid=stImage]')).every(i => i.complete && i.naturalWidth > 0)")
+        hits = page.locator(".vrag-hit img")
         assert hits.count() == len(turns[0]["hits"]) and all(hits.nth(i).bounding_box()["width"] >= 120 for i in range(hits.count()))
         # a crop turn: the page with the model's bbox and the padded crop named in the legend, the zoomed crop at its real size
         crop = next(t for t in turns if t["action"] == "bbox")
@@ -213,7 +213,7 @@ def test_the_page_acted_on_is_drawn_large_and_nothing_overlaps(replay, width):
         page.locator(f".st-key-traj-{traj.id}-go-0 button").click()
         page.get_by_text("Turn 1 of 10", exact=True).wait_for()
         settled(page)
-        one_line = page.evaluate("""() => [...document.querySelectorAll("[class*='-hits'] [data-testid='stCaptionContainer'] p")]
+        one_line = page.evaluate("""() => [...document.querySelectorAll(".vrag-hit figcaption, [class*='-strip'] button p")]
             .map(p => p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight))""")
         assert one_line and all(lines < 1.5 for lines in one_line), one_line
         assert page.evaluate(CLIPPED) == []

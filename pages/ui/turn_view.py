@@ -247,7 +247,7 @@ def turn_detail(source: TurnSource, turn: Turn, key: str) -> None:
     with text_col:
         turn_text(turn)
     zoomed_crop(source, turn)
-    search_hits(source, turn, key)
+    search_hits(source, turn)
 
 
 def turn_text(turn: Turn, large: bool = False) -> None:
@@ -372,7 +372,7 @@ def fusion_settings(index_folder: Path | None) -> dict | None:
         return None
 
 
-def search_hits(source: TurnSource, turn: Turn, key: str, width: int = HIT_THUMB_PX) -> None:
+def search_hits(source: TurnSource, turn: Turn, width: int = HIT_THUMB_PX) -> None:
     """The search results as a strip of thumbnails, the page shown to the model marked."""
     if turn.action != "search":
         return
@@ -383,25 +383,46 @@ def search_hits(source: TurnSource, turn: Turn, key: str, width: int = HIT_THUMB
     st.markdown(f"**Search results** for “{common.md_escape(turn.argument[:80])}”: {len(turn.hits)} hits, "
                 + ("the first one not shown before went to the model (green)." if shown else "all were shown before; no new page."),
                 help=scenes.fusion_note(fusion_settings(source.index_folder)))
-    with st.container(horizontal=True, gap="small", key=f"{key}-hits"):
-        for hit in turn.hits:
-            marked = hit["page_id"] == shown
-            thumb = pictures.page_thumbnail(hit["image_file"], width, marked=marked)
-            with st.container(width=width + 12, gap=None):
-                if thumb is not None:
-                    st.image(thumb, width=width)
-                st.caption(common.md_escape(f"{'▶ ' if marked else ''}#{hit['rank']} {scenes.short_id(hit['page_id'])} · {hit['score']:.2f}"))
+    st.html(hits_html(turn, width))
     with st.expander(f"All {len(turn.hits)} hits with each retriever's own score"):
         st.table([{"rank": h["rank"], "page": h["page_id"], "fused score": f"{h['score']:.3f}",
                    **{name: f"{v:.3f}" for name, v in (h.get("scores") or {}).items()}, "shown": "▶" if h["page_id"] == shown else ""}
                   for h in turn.hits], hide_index=True)
 
 
+def hits_html(turn: Turn, width: int) -> str:
+    """The strip of hit thumbnails as one HTML block (one element for the browser to draw, not thirty).
+    Every text is escaped; a caption's tooltip gives the full page id and each retriever's score."""
+    import base64
+    import html
+
+    cards = []
+    for hit in turn.hits:
+        marked = hit["page_id"] == turn.shown_page_id
+        thumb = pictures.page_thumbnail(hit["image_file"], width, marked=marked)
+        image = (f'<img src="data:image/jpeg;base64,{base64.b64encode(thumb).decode()}" width="{width}" alt="{html.escape(hit["page_id"])}">'
+                 if thumb is not None else f'<div class="vrag-missing" style="width:{width}px">image not on this machine</div>')
+        scores = ", ".join(f"{name} {v:.3f}" for name, v in (hit.get("scores") or {}).items())
+        tip = html.escape(f"{hit['page_id']} · rank {hit['rank']} · fused score {hit['score']:.3f}" + (f" ({scores})" if scores else ""))
+        caption = html.escape(f"{'▶ ' if marked else ''}#{hit['rank']} {scenes.short_id(hit['page_id'])} · {hit['score']:.2f}")
+        cards.append(f'<figure class="vrag-hit{" vrag-shown" if marked else ""}" style="width:{width}px">{image}'
+                     f'<figcaption title="{tip}">{caption}</figcaption></figure>')
+    return f'<div class="vrag-hits">{"".join(cards)}</div>'
+
+
 STYLE = """
 <style>
-[class*="-hits"] [data-testid="stCaptionContainer"] p, [class*="-strip"] [data-testid="stCaptionContainer"] p {
+[class*="-strip"] [data-testid="stCaptionContainer"] p {
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem; margin: 0;
 }
+.vrag-hits { display: flex; flex-wrap: wrap; gap: 0.6rem; }
+.vrag-hit { margin: 0; }
+.vrag-hit img { display: block; border-radius: 2px; }
+.vrag-hit figcaption {
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.8rem; color: rgba(49, 51, 63, 0.7); margin-top: 0.2rem;
+}
+.vrag-hit.vrag-shown figcaption { color: #1f7a44; font-weight: 600; }
+.vrag-missing { font-size: 0.8rem; color: rgba(49, 51, 63, 0.6); }
 [class*="-strip"] button p { font-size: 0.8rem; white-space: nowrap; }
 [class*="st-key-verbatim-"] [data-testid="stText"] {
   font-family: "Source Code Pro", monospace; font-size: 0.85rem; background: #f6f6f8; border-radius: 0.4rem;
