@@ -56,15 +56,14 @@ wanted = st.query_params.get("id")
 if wanted in choices and st.session_state.get("present_id") != wanted and "present_pick" not in st.session_state:
     st.session_state["present_pick"] = wanted
 
-top = st.columns([5, 1, 1, 2], vertical_alignment="bottom")
+top = st.columns([6, 1, 1], vertical_alignment="bottom")
 chosen = top[0].selectbox(
     "Run", choices, key="present_pick",
     format_func=lambda i: f"The run on the Ask page: {ask.question[:70]}" if i == LIVE else i,
 )
 playing = top[1].toggle("Play", key="present_play", help="Step through the turns by themselves")
 pace = top[2].selectbox("Seconds per turn", PACES, index=1, key="present_pace", disabled=not playing)
-with top[3]:
-    turn_view.layer_pills()
+turn_view.layer_pills()
 st.session_state["present_id"] = chosen
 if chosen != LIVE:
     st.query_params["id"] = chosen

@@ -299,6 +299,8 @@ def test_presentation_mode_steps_through_a_saved_trajectory(replay, width):
             assert page.evaluate(PICTURE_BOX)["width"] >= 0.75 * page.evaluate(CONTENT_WIDTH)  # full width
         page.get_by_role("button", name="Previous").click()
         page.get_by_text("Turn 2 of 10", exact=True).wait_for(timeout=30_000)
+        settled(page)
+        assert page.evaluate(CLIPPED) == []
         page.screenshot(path=str(ARTIFACTS / f"browser-present-{width}.png"))
 
 

@@ -129,6 +129,15 @@ def _outlined(image: Image.Image, scale: float, origin: tuple[float, float], out
     return image
 
 
+def _framed(image: Image.Image, width: int, height: int | None) -> Image.Image:
+    """`image` centred on a white `width` x `height` canvas (so a strip of thumbnails lines up)."""
+    if height is None:
+        return image
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(image.convert("RGB"), ((width - image.width) // 2, (height - image.height) // 2))
+    return canvas
+
+
 def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=85)
@@ -136,42 +145,50 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _page_thumbnail(path: str, mtime: float, width: int, outlines: tuple, marked: bool) -> bytes | None:
+def _page_thumbnail(path: str, mtime: float, width: int, height: int | None, outlines: tuple, marked: bool) -> bytes | None:
     found = _open_page(path, width * 2)
     if found is None:
         return None
     image, (full_w, _) = found
-    image = ImageOps.contain(image, (width, width * 4))
+    image = ImageOps.contain(image, (width, height or width * 4))
     image = _outlined(image, image.width / full_w, (0.0, 0.0), outlines, max(2, width // 60))
+    image = _framed(image, width, height)
     if marked:
         image = ImageOps.expand(image, border=max(3, width // 40), fill=SHOWN_COLOUR)
     return _jpeg(image)
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def _jpeg_thumbnail(data: bytes, region: tuple, width: int, outlines: tuple) -> bytes:
+def _jpeg_thumbnail(data: bytes, region: tuple, width: int, height: int | None, outlines: tuple) -> bytes:
     image = Image.open(io.BytesIO(data))
-    image = ImageOps.contain(image.convert("RGB"), (width, width * 4))
+    image = ImageOps.contain(image.convert("RGB"), (width, height or width * 4))
     scale = image.width / (region[2] - region[0])
-    return _jpeg(_outlined(image, scale, (region[0], region[1]), outlines, max(2, width // 60)))
+    return _jpeg(_framed(_outlined(image, scale, (region[0], region[1]), outlines, max(2, width // 60)), width, height))
 
 
-def page_thumbnail(path: str, width: int, outlines: tuple = (), marked: bool = False) -> bytes | None:
-    """A JPEG thumbnail `width` px wide of a page file, outlines ((box, colour), ...) in page pixels drawn on it."""
+@st.cache_data(max_entries=8, show_spinner=False)
+def blank(width: int, height: int) -> bytes:
+    return _jpeg(Image.new("RGB", (width, height), "#f0f2f6"))
+
+
+def page_thumbnail(path: str, width: int, outlines: tuple = (), marked: bool = False, height: int | None = None) -> bytes | None:
+    """A JPEG thumbnail `width` px wide of a page file, outlines ((box, colour), ...) in page pixels drawn
+    on it; with `height`, framed in exactly width x height."""
     mtime = _mtime(path)
-    return None if mtime is None else _page_thumbnail(path, mtime, width, tuple(outlines), marked)
+    return None if mtime is None else _page_thumbnail(path, mtime, width, height, tuple(outlines), marked)
 
 
-def view_thumbnail(source: TurnSource, view: ImageView, width: int, outlines: tuple = (), whole_page: bool = True) -> bytes | None:
+def view_thumbnail(source: TurnSource, view: ImageView, width: int, outlines: tuple = (), whole_page: bool = True,
+                   height: int | None = None) -> bytes | None:
     """A thumbnail of what a turn drew: the view's whole page (from the index, else its JPEG) or its region."""
     if whole_page:
-        found = page_thumbnail(view.page_image_file, width, outlines)
+        found = page_thumbnail(view.page_image_file, width, outlines, height=height)
         if found is not None:
             return found
     jpeg = source.view_jpeg(view)
     if jpeg is None:
         return None
-    return _jpeg_thumbnail(jpeg, tuple(view.region), width, tuple(outlines))
+    return _jpeg_thumbnail(jpeg, tuple(view.region), width, height, tuple(outlines))
 
 
 # --- maps (heavy: the index and its embedder load on first use) ----------------------------------

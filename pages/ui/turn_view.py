@@ -49,7 +49,7 @@ MAIN_SHARE = 0.75  # the picture's column: 75% of the content width, the thought
 # column's width (a little blank below); wider, it keeps that height: at 1600 px it is still over 60%
 # of the content width (tests/test_browser.py measures both ends).
 DESIGN_CONTENT_PX = 1280
-STRIP_THUMB_PX = 88
+STRIP_THUMB_PX, STRIP_THUMB_HEIGHT = 88, 66
 HIT_THUMB_PX = 168
 CARD_PX = 262
 
@@ -170,13 +170,13 @@ def _draw(source: TurnSource, key: str, live: Live | None, link_turn: bool) -> N
 # --- filmstrip, overview, graph -------------------------------------------------------------------
 
 
-def turn_thumbnail(source: TurnSource, turn: Turn, width: int) -> bytes | None:
+def turn_thumbnail(source: TurnSource, turn: Turn, width: int, height: int | None = None) -> bytes | None:
     """A thumbnail of the image a turn acted on or read from, its crop outlined."""
     sc = scenes.scene(turn, source.trajectory)
     if sc.view is None:
         return None
     outlines = tuple((o.box, o.colour) for o in sc.outlines if o.name == CROP)
-    return pictures.view_thumbnail(source, sc.view, width, outlines, sc.whole_page)
+    return pictures.view_thumbnail(source, sc.view, width, outlines, sc.whole_page, height)
 
 
 def filmstrip(source: TurnSource, turns: list[Turn], key: str, index: int, live: Live | None) -> None:
@@ -185,11 +185,10 @@ def filmstrip(source: TurnSource, turns: list[Turn], key: str, index: int, live:
     with st.container(horizontal=True, gap="small", key=f"{key}-strip"):
         for turn in turns:
             with st.container(width=STRIP_THUMB_PX + 8, gap=None, key=f"{key}-card-{turn.index}"):
-                thumb = turn_thumbnail(source, turn, STRIP_THUMB_PX)
-                if thumb is not None:
-                    st.image(thumb, width=STRIP_THUMB_PX)
-                else:
-                    st.caption(scenes.short_label(turn, 16) or turn.action)
+                thumb = turn_thumbnail(source, turn, STRIP_THUMB_PX, STRIP_THUMB_HEIGHT)
+                if thumb is None:  # no image yet (an answer before any search): a blank card of the same size
+                    thumb = pictures.blank(STRIP_THUMB_PX, STRIP_THUMB_HEIGHT)
+                st.image(thumb, width=STRIP_THUMB_PX)
                 st.button(f"{turn.index + 1} · {turn.action}", key=f"{key}-go-{turn.index}", width="stretch",
                           type="primary" if turn.index == index else "secondary",
                           on_click=_select, args=(key, turn.index), kwargs={"follow": live is not None and turn.index == last})
