@@ -243,7 +243,7 @@ def layered_figure(
     *,
     region: Box,
     heatmaps: Sequence[HeatLayer] = (),
-    outlines: Sequence[tuple[Box, str, str, str]] = (),
+    outlines: Sequence[tuple[Box, str, str, str] | tuple[Box, str, str, str, str]] = (),
     opacity: float = 0.5,
     height: int | None = None,
     uirevision: str = "page",
@@ -251,7 +251,7 @@ def layered_figure(
 ) -> go.Figure:
     """The picture of `region` (page pixels) with maps and outlines as layers a person can switch.
 
-    `outlines` are (box, name, colour, dash); outlines of one name form one legend entry. Nothing
+    `outlines` are (box, name, colour, dash[, fill]); outlines of one name form one legend entry. Nothing
     is written on the picture itself: every layer is named in the legend above it (a click there
     hides or shows it), each map has its colour bar below it, and the vertical mode bar sits in
     the right margin, so no label covers the page's own text.
@@ -274,10 +274,11 @@ def layered_figure(
         ))
         fig.add_trace(trace)
     shapes, named = [], set()
-    for box, name, colour, dash in outlines:
+    for box, name, colour, dash, *fill in outlines:
         bx0, by0, bx1, by1 = (float(v) for v in box)
         shapes.append(dict(type="rect", xref="x", yref="y", x0=bx0, y0=by0, x1=bx1, y1=by1, name=name, legendgroup=name,
-                           showlegend=name not in named, line=dict(color=colour, width=2.5, dash=dash), fillcolor="rgba(0,0,0,0)"))
+                           showlegend=name not in named, line=dict(color=colour, width=2.5, dash=dash),
+                           fillcolor=fill[0] if fill else "rgba(0,0,0,0)"))
         named.add(name)
     fig.update_layout(shapes=shapes)
     fig.update_xaxes(range=[x0, x1], showgrid=False, zeroline=False, constrain="domain", constraintoward="left", showticklabels=False, ticks="",

@@ -50,7 +50,7 @@ DRAWN = """(turn) => {
   const picture = plot.querySelector('.imagelayer image');
   const images = [...document.querySelectorAll("[data-testid='stImage'] img, .vrag-hit img")];
   const running = document.querySelector("[data-testid='stStatusWidgetRunningIcon'], [data-testid='stStatusWidgetRunningManIcon']");
-  const stale = document.querySelector("[data-stale='true']");
+  const stale = document.querySelector("[data-stale='true'], [data-testid='stSkeleton'], [data-testid='stSkeletonElement']");
   return Boolean(label && picture && picture.getAttribute('href') && images.length > 0
                  && images.every(i => i.complete && i.naturalWidth > 0) && !running && !stale);
 }"""

@@ -108,8 +108,8 @@ def ask(page, question: str, label: str = "no model is reasoning") -> float:
 
 
 def settled(page, timeout: float = 120_000) -> None:
-    """No script run in flight and no element left over (stale) from an earlier run."""
-    page.wait_for_function("""() => !document.querySelector("[data-stale='true']")
+    """No script run in flight, no element left over (stale) from an earlier run or still loading."""
+    page.wait_for_function("""() => !document.querySelector("[data-stale='true'], [data-testid='stSkeleton'], [data-testid='stSkeletonElement']")
         && !document.querySelector("[data-testid='stStatusWidgetRunningIcon'], [data-testid='stStatusWidgetRunningManIcon']")""",
                            timeout=timeout, polling=50)
 

@@ -39,8 +39,11 @@ def save_small(png: bytes, path: Path) -> None:
 
 
 def settled(page, timeout: float = 300_000) -> None:
-    page.wait_for_function("""() => !document.querySelector("[data-stale='true']")
-        && !document.querySelector("[data-testid='stStatusWidgetRunningIcon'], [data-testid='stStatusWidgetRunningManIcon']")""",
+    """Drawn: no script run in flight, nothing stale, no element still loading, every picture loaded."""
+    page.wait_for_function("""() => !document.querySelector("[data-stale='true'], [data-testid='stSkeleton'], [data-testid='stSkeletonElement']")
+        && !document.querySelector("[data-testid='stStatusWidgetRunningIcon'], [data-testid='stStatusWidgetRunningManIcon']")
+        && document.querySelector('.js-plotly-plot .imagelayer image')
+        && [...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)""",
                            timeout=timeout, polling=100)
     time.sleep(1.0)  # let plotly finish drawing
 
@@ -74,7 +77,7 @@ def trajectories(url: str, browser, width: int, trajectory_id: str, turn: int) -
     page.goto(f"{url}/trajectories?id={trajectory_id}&turn={turn}")
     page.get_by_text(f"Turn {turn} of", exact=False).first.wait_for(timeout=300_000)
     settled(page)
-    scroll_to(page, "[class*='-strip']")
+    scroll_to(page, "[class*='-strip']", above=150)
     save_small(page.screenshot(), HERE / f"trajectories{WIDTHS[width]}.png")
     page.close()
 

@@ -24,6 +24,7 @@ GOLD = "reference evidence"
 
 COLOURS = {BBOX: "#1f77b4", CROP: "#d62728", PREVIOUS: "#6b6b6b", GOLD: "#1f9d55"}
 DASHES = {BBOX: "solid", CROP: "solid", PREVIOUS: "dash", GOLD: "dot"}
+FILLS = {GOLD: "rgba(31, 157, 85, 0.18)"}  # a small evidence box stays visible on a large page
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Outline:
     @property
     def dash(self) -> str:
         return DASHES[self.name]
+
+    @property
+    def fill(self) -> str:
+        return FILLS.get(self.name, "rgba(0, 0, 0, 0)")
 
 
 @dataclass

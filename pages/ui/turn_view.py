@@ -332,7 +332,7 @@ def picture(source: TurnSource, turn: Turn, key: str, share: float = MAIN_SHARE,
             heat.append(HeatLayer(attention.values / peak if peak > 0 else attention.values, attention.extent, "model attention", "attention"))
             notes.append(f"model attention of turn {turn.index + 1} over the {scenes.image_name(view, source.trajectory)} "
                          f"(scaled to its peak; mass {float(attention.values.sum()):.3f})")
-    outlines = [(o.box, o.name, o.colour, o.dash) for o in sc.outlines if o.name in chosen and view is sc.view]
+    outlines = [(o.box, o.name, o.colour, o.dash, o.fill) for o in sc.outlines if o.name in chosen and view is sc.view]
     height = figure_height(region, plot_width(share), len(heat))
     figure = layered_figure(encoded, region=region, heatmaps=heat, outlines=outlines, opacity=opacity, height=height,
                             uirevision=f"{source.trajectory.id}-{turn.index}-{view.file}")
