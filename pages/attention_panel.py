@@ -23,7 +23,9 @@ from pages.ui import pictures, scene
 def show(trajectory: Trajectory, folder: Path, source: pictures.TurnSource | None = None) -> None:
     s = common.settings()
     has_maps = any(k.startswith("attention:") for t in trajectory.turns for k in t.maps)
-    with st.expander("Model attention maps" + (" (stored)" if has_maps else ""), expanded=False):
+    with st.expander("Model attention maps" + (" (stored)" if has_maps else ""), key="attn_open", on_change="rerun") as box:
+        if not box.open:  # drawn only while open (the estimate reads the model's config)
+            return
         if has_maps and source is not None:
             stored_maps(source)
         check = status.transformers_model(s.transformers_model)

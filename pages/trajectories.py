@@ -70,31 +70,33 @@ def load(trajectory_id: str) -> Trajectory:
 
 # --- import -------------------------------------------------------------------------------------
 
-with st.expander("Import trajectories (a zip or a folder on the server)"):
-    zip_tab, path_tab = st.tabs(["Upload a zip", "A folder on the server"])
-    imported = None
-    with zip_tab:
-        upload = st.file_uploader("A .zip of one or more trajectory folders", type=["zip"], key="traj_import_zip")
-        if st.button("Import the zip", disabled=upload is None, key="traj_import_zip_go"):
-            try:
-                imported = trajectory_io.import_zip(upload.getvalue(), store)
-            except trajectory_io.TrajectoryImportError as e:
-                st.error(f"Nothing imported: {common.md_escape(str(e))}")
-    with path_tab:
-        folder_text = st.text_input("Folder holding trajectory folders (or one trajectory folder)", key="traj_import_path")
-        if st.button("Import the folder", disabled=not folder_text.strip(), key="traj_import_path_go"):
-            try:
-                imported = trajectory_io.import_folder(Path(folder_text.strip()), store)
-            except trajectory_io.TrajectoryImportError as e:
-                st.error(f"Nothing imported: {common.md_escape(str(e))}")
-    if imported is not None:
-        if imported.imported:
-            st.success(f"Imported {len(imported.imported)} trajectories: {common.md_escape(', '.join(imported.imported))}")
-        if imported.already_there:
-            st.info(f"Already in the store (left as they were): {common.md_escape(', '.join(imported.already_there))}")
-        if imported.failed:
-            st.error(f"{len(imported.failed)} folders could not be imported:")
-            st.dataframe([{"folder": f, "why": why} for f, why in imported.failed], hide_index=True)
+# drawn only while open: its widgets (an uploader among them) cost the browser time on every first draw
+with st.expander("Import trajectories (a zip or a folder on the server)", key="traj_import_open", on_change="rerun") as import_box:
+    if import_box.open:
+        zip_tab, path_tab = st.tabs(["Upload a zip", "A folder on the server"])
+        imported = None
+        with zip_tab:
+            upload = st.file_uploader("A .zip of one or more trajectory folders", type=["zip"], key="traj_import_zip")
+            if st.button("Import the zip", disabled=upload is None, key="traj_import_zip_go"):
+                try:
+                    imported = trajectory_io.import_zip(upload.getvalue(), store)
+                except trajectory_io.TrajectoryImportError as e:
+                    st.error(f"Nothing imported: {common.md_escape(str(e))}")
+        with path_tab:
+            folder_text = st.text_input("Folder holding trajectory folders (or one trajectory folder)", key="traj_import_path")
+            if st.button("Import the folder", disabled=not folder_text.strip(), key="traj_import_path_go"):
+                try:
+                    imported = trajectory_io.import_folder(Path(folder_text.strip()), store)
+                except trajectory_io.TrajectoryImportError as e:
+                    st.error(f"Nothing imported: {common.md_escape(str(e))}")
+        if imported is not None:
+            if imported.imported:
+                st.success(f"Imported {len(imported.imported)} trajectories: {common.md_escape(', '.join(imported.imported))}")
+            if imported.already_there:
+                st.info(f"Already in the store (left as they were): {common.md_escape(', '.join(imported.already_there))}")
+            if imported.failed:
+                st.error(f"{len(imported.failed)} folders could not be imported:")
+                st.dataframe([{"folder": f, "why": why} for f, why in imported.failed], hide_index=True)
 
 # --- the list ----------------------------------------------------------------------------------
 

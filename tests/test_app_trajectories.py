@@ -201,6 +201,8 @@ def test_imports_a_zip_and_a_server_folder_and_refuses_bad_ones(runs, data_root,
     shutil.rmtree(source_store / long.id)
 
     at = open_page()
+    at.session_state["traj_import_open"] = True  # the import section draws its widgets while open
+    at.run()
     at.file_uploader(key="traj_import_zip").set_value(("runs.zip", exported, "application/zip")).run()
     next(b for b in at.button if b.label == "Import the zip").click().run()
     assert not at.exception
@@ -246,6 +248,9 @@ def test_attention_maps_are_estimated_computed_and_drawn_per_turn(data_root, cle
     clean_env.setenv("VRAG_TRANSFORMERS_MODEL", str(model))
     traj = scripted_trajectory(data_root, QUESTION, SCRIPT, GOLD)
     at = open_page(traj.id)
+    assert not any(c.startswith("Estimated time") for c in texts(at.caption))  # the panel draws only while open
+    at.session_state["attn_open"] = True
+    at.run()
     assert any(c.startswith("Estimated time: about") for c in texts(at.caption))
     next(b for b in at.button if b.label == "Compute attention maps").click().run()
     assert not at.exception and not at.error, texts(at.error)
@@ -267,5 +272,7 @@ def test_attention_maps_are_estimated_computed_and_drawn_per_turn(data_root, cle
     names.set_value(names.options[0]).run()
     assert any("model attention of turn 3 over the page aurora_water_report_2025_2 (shown in turn 1)" in unescape_md(c) for c in texts(at.caption))
     # the attention panel lists the stored maps the same way
+    at.session_state["attn_open"] = True
+    at.run()
     stored = at.selectbox(key="attn_stored")
     assert "turn 2 · page aurora_water_report_2025_2 (shown in turn 1)" in stored.options

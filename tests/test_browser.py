@@ -220,6 +220,26 @@ def test_the_page_acted_on_is_drawn_large_and_nothing_overlaps(replay, width):
         page.screenshot(path=str(ARTIFACTS / f"browser-trajectories-{width}.png"), full_page=True)
 
 
+def test_a_node_of_the_episode_graph_opens_its_turn(replay):
+    url, traj = replay
+    first_crop = next(t for t in traj.turns if t.action == "bbox")
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(f"{url}/trajectories?id={traj.id}")
+        page.get_by_text("Turn 1 of 10", exact=True).wait_for(timeout=120_000)
+        settled(page)
+        page.locator(f".st-key-traj-{traj.id}-mode").get_by_text("Graph", exact=True).click()
+        page.locator(".js-plotly-plot .scatterlayer .trace .points path").first.wait_for(timeout=60_000)
+        settled(page)
+        crops = page.evaluate("() => document.querySelector('.js-plotly-plot').data.findIndex(t => t.name === 'crop')")
+        node = page.locator(".js-plotly-plot .scatterlayer .trace").nth(crops).locator(".points path").first
+        box = node.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.get_by_text(f"Turn {first_crop.index + 1} of 10", exact=True).wait_for(timeout=30_000)
+        settled(page)
+        assert page.locator(".js-plotly-plot .imagelayer image").count() == 1  # back in the turn view, on that turn
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_ask_page_controls_are_not_clipped(server, width):
     url, _ = server
