@@ -131,6 +131,9 @@ def cmd_ask(args) -> int:
     trajectory = run.trajectory
     if trajectory.error:
         print(f"error: {trajectory.error}", file=sys.stderr)
+        hint = getattr(run.policy_failure, "cli_hint", None)
+        if hint:
+            print(hint, file=sys.stderr)
         print(f"saved: {run.folder}")
         return EXIT_FAILED
     print(f"answer: {trajectory.answer}")

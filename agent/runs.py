@@ -104,6 +104,26 @@ def make_run_policy(
 # --- one run ------------------------------------------------------------------------------------
 
 
+class _KeepsFailure:
+    """The run's policy, remembering the PolicyError that ended the episode (the loop records only its
+    message on the trajectory; the app also shows the error's app_hint, the CLI its cli_hint)."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.name = getattr(policy, "name", "policy")
+        self.failure: PolicyError | None = None
+
+    def describe(self) -> dict:
+        return self.policy.describe()
+
+    def complete(self, messages):
+        try:
+            return self.policy.complete(messages)
+        except PolicyError as e:
+            self.failure = e
+            raise
+
+
 @dataclass
 class RunRequest:
     """What a person asked for: the question, the policy by name, the budget, the reference if known."""
@@ -177,8 +197,13 @@ class Run:
             extra["index"] = self.request.index_name
         trajectory = new_trajectory(self.request.question, policy, self.config, gold=dict(self.request.gold), **extra)
         self.store.save(trajectory)
-        self.searcher, self.policy, self.trajectory = searcher, policy, trajectory
+        self.searcher, self.policy, self.trajectory = searcher, _KeepsFailure(policy), trajectory
         return trajectory
+
+    @property
+    def policy_failure(self) -> PolicyError | None:
+        """The PolicyError that ended the episode, if one did (its hints say what to do about it)."""
+        return getattr(self.policy, "failure", None)
 
     def turns(self) -> Iterator[Turn]:
         """Run the episode, yielding each turn once it is saved. Closing this generator (or a

@@ -113,7 +113,8 @@ if problem:
     st.error(common.md_escape(problem))
 if traj is None:
     st.stop()
-run_info.outcome(traj, running=running)
+failure = run.run.policy_failure
+run_info.outcome(traj, running=running, hint=getattr(failure, "app_hint", None))
 turn_view.style()
 source = TurnSource(traj, folder=run.run.folder, index_folder=run.index_folder)
 live = turn_view.Live(running=running, waiting=run.run.phase)

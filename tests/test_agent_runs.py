@@ -194,6 +194,7 @@ def test_the_server_down_is_an_error_on_the_trajectory_not_a_failed_worker(index
     assert worker.status == "done"
     saved = on_disk(store, run)
     assert saved.outcome == "error" and "cannot reach the model server" in saved.error and saved.turns == []
+    assert isinstance(run.policy_failure, PolicyError) and str(run.policy_failure) == saved.error  # its hints, for the app and the CLI
 
 
 def test_settings_choose_the_searcher_and_the_policy(index):

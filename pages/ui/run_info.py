@@ -28,20 +28,17 @@ def question_header(question: str, caption: str, traj: Trajectory | None = None)
         honesty_label(traj)
 
 
-def outcome_label(traj: Trajectory) -> str:
-    """The outcome word for lists and captions (Trajectory.outcome)."""
-    return traj.outcome
-
-
-def outcome(traj: Trajectory, *, running: bool = False) -> None:
-    """How the run ended: a stop (not an error), an error, the answer, the reference, the rewards."""
+def outcome(traj: Trajectory, *, running: bool = False, hint: str | None = None) -> None:
+    """How the run ended: a stop (not an error), an error (with what to do, `hint`, when known), the
+    answer, the reference, the rewards."""
     if running:
         return
     turns = len(traj.turns)
     if traj.stopped:
         st.info(f"Stopped by you after {turns} turn{'s' if turns != 1 else ''}. The turns so far are saved.", icon=":material/stop_circle:")
     elif traj.error:
-        st.error(f"{common.md_escape(traj.error)}. The turns so far are saved as {common.md_escape(traj.id)}.")
+        advice = f" {hint}" if hint else ""
+        st.error(common.md_escape(f"{traj.error.rstrip('.')}.{advice} The turns so far are saved as {traj.id}."))
     if traj.answer is not None and traj.outcome in ("answered", "no answer"):
         with st.container(border=True):
             st.caption("Final answer" if traj.finished else "No answer within the turn budget")
