@@ -6,14 +6,13 @@ the final answer stay at the top, and an offline run keeps its label (no model w
 """
 from __future__ import annotations
 
-import os
 import time
 
 import streamlit as st
 
-from agent.trajectory import TRAJECTORY_FILE, Trajectory, TrajectoryFormatError, TrajectoryStore
+from agent.trajectory import TrajectoryFormatError, TrajectoryStore
 from pages import common
-from pages.ui import run_info, turn_view
+from pages.ui import records, run_info, turn_view
 from pages.ui.pictures import TurnSource
 
 LIVE = "live"  # the choice meaning "the run on the Ask page"
@@ -28,20 +27,6 @@ STYLE = """
 """
 
 store = TrajectoryStore(common.trajectories_dir())
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _load(folder: str, mtime: float | None) -> Trajectory:
-    return Trajectory.load(folder)
-
-
-def load(trajectory_id: str) -> Trajectory:
-    folder = store.path(trajectory_id)
-    try:
-        mtime = os.stat(folder / TRAJECTORY_FILE).st_mtime
-    except OSError:
-        mtime = None
-    return _load(str(folder), mtime)
 
 
 st.html(STYLE)
@@ -73,7 +58,7 @@ if chosen == LIVE:
     live = ask.running
 else:
     try:
-        traj = load(chosen)
+        traj = records.load(store, chosen)
     except TrajectoryFormatError as e:
         st.error(f"This trajectory cannot be opened: {common.md_escape(str(e))}")
         st.stop()

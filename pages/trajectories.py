@@ -7,15 +7,14 @@ what is open: ?id=<trajectory>&turn=<n>.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
 from agent import report, trajectory_io
-from agent.trajectory import TRAJECTORY_FILE, Trajectory, TrajectoryFormatError, TrajectoryStore
+from agent.trajectory import Trajectory, TrajectoryFormatError, TrajectoryStore
 from pages import attention_panel, common
-from pages.ui import run_info, turn_view
+from pages.ui import records, run_info, turn_view
 from pages.ui.pictures import TurnSource
 from pages.ui.scene import action_text
 
@@ -23,49 +22,6 @@ OUTCOMES = ["answered", "stopped", "error", "no answer", "unfinished"]
 
 st.title("Trajectories")
 store = TrajectoryStore(common.trajectories_dir())
-
-
-# --- reading the store (cached by files and their mtimes) -----------------------------------------------
-
-
-def _signature(root: Path) -> tuple:
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return ()
-    found = []
-    for entry in entries:
-        if entry.is_dir() and not entry.name.startswith("."):
-            try:
-                found.append((entry.name, os.stat(Path(entry.path) / TRAJECTORY_FILE).st_mtime))
-            except OSError:
-                found.append((entry.name, None))
-    return tuple(sorted(found))
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _listing(root: str, signature: tuple) -> tuple[list[dict], list[tuple[str, str]]]:
-    trajectories, broken = TrajectoryStore(root).list()
-    rows = [{
-        "id": t.id, "created": t.created_at, "question": t.question, "policy": t.policy.get("name", "?"),
-        "turns": len(t.turns), "outcome": t.outcome, "answer": t.answer if t.finished else "",
-        "reward": f"{t.rewards['reward']:.2f}" if "reward" in t.rewards else "",
-    } for t in trajectories]
-    return rows, broken
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _load(folder: str, mtime: float | None) -> Trajectory:
-    return Trajectory.load(folder)
-
-
-def load(trajectory_id: str) -> Trajectory:
-    folder = store.path(trajectory_id)
-    try:
-        mtime = os.stat(folder / TRAJECTORY_FILE).st_mtime
-    except OSError:
-        mtime = None
-    return _load(str(folder), mtime)
 
 
 # --- import -------------------------------------------------------------------------------------
@@ -100,7 +56,7 @@ with st.expander("Import trajectories (a zip or a folder on the server)", key="t
 
 # --- the list ----------------------------------------------------------------------------------
 
-rows, broken = _listing(str(store.root), _signature(store.root))
+rows, broken = records.listing(store)
 if broken:
     st.warning(f"{len(broken)} folders in the trajectory store could not be read; they are left out of the list below.")
     with st.expander("Which, and why"):
@@ -149,7 +105,7 @@ st.query_params["id"] = current
 
 folder = store.path(current)
 try:
-    traj = load(current)
+    traj = records.load(store, current)
 except TrajectoryFormatError as e:
     st.error(f"This trajectory cannot be opened: {common.md_escape(str(e))}")
     st.stop()
@@ -216,7 +172,7 @@ other_id = st.selectbox(
 if other_id is None:
     st.stop()
 try:
-    other = load(other_id)
+    other = records.load(store, other_id)
 except TrajectoryFormatError as e:
     st.error(f"That trajectory cannot be opened: {common.md_escape(str(e))}")
     st.stop()
