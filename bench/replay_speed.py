@@ -159,8 +159,10 @@ def one_run(data: Path, trajectory_id: str, browser, log: Path) -> dict:
         from_launch = time.perf_counter() - launched
         changes = turn_changes(page, trajectory_id)
         page.close()
+        time.sleep(SETTLE_SECONDS)  # a closed tab's process exits first, so the next CPU count only holds the next tab
         warm_session, page = open_and_time(warm_profile, link)  # a new session; the browser has the scripts
         page.close()
+        time.sleep(SETTLE_SECONDS)
         cold_context = browser.new_context()
         cold_session, page = open_and_time(cold_context, link)  # a new session in a new browser profile
         cold_context.close()
@@ -222,6 +224,7 @@ def main() -> None:
 
 
 WIDTH = 1600
+SETTLE_SECONDS = 2.0
 
 if __name__ == "__main__":
     main()
