@@ -21,7 +21,8 @@ STYLE = """
 <style>
 .st-key-present-head [data-testid="stText"], .st-key-present-head p { font-size: 1.7rem; line-height: 1.3; }
 .st-key-present-head h3 { font-size: 2.1rem; }
-[class*="st-key-turn-text-large"] [data-testid="stText"], [class*="st-key-turn-text-large"] code { font-size: 1.35rem; line-height: 1.4; }
+[class*="st-key-turn-text-large"] [data-testid="stText"] { font-size: 1.35rem; line-height: 1.4; }
+[class*="st-key-turn-text-large"] [class*="st-key-verbatim-"] [data-testid="stText"] { font-size: 1.15rem; }
 [class*="st-key-turn-text-large"] h3 { font-size: 1.9rem; }
 </style>
 """
@@ -29,6 +30,7 @@ STYLE = """
 store = TrajectoryStore(common.trajectories_dir())
 
 
+turn_view.style()
 st.html(STYLE)
 ask = st.session_state.get("ask_run")
 ids = store.ids()
@@ -116,7 +118,7 @@ def _draw(source: TurnSource, playing: bool, pace: float, live: bool) -> None:
     bar[2].markdown(f"**Turn {index + 1} of {len(turns)}**" + (f" · {state}, {pace:g} s per turn" if playing else "")
                     + (" · the run is still going" if live else ""))
     turn = turns[index]
-    turn_view.picture(source, turn, key, share=1.0, controls=False)
+    turn_view.picture(source, turn, key, share=1.0)
     turn_view.turn_text(turn, large=True)
     turn_view.zoomed_crop(source, turn)
 

@@ -17,7 +17,6 @@ highlighter is a 1.5 MB script a fresh browser would load first).
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from pages import common
 from pages.ui import pictures, scene as scenes
 from pages.ui.pictures import TurnSource
 from pages.ui.scene import BBOX, CROP, GOLD, PREVIOUS
-
-log = logging.getLogger(__name__)
 
 RELEVANCE, ATTENTION = "relevance", "attention"
 LAYERS = [BBOX, CROP, PREVIOUS, GOLD, RELEVANCE, ATTENTION]
@@ -69,25 +66,24 @@ def plot_width(share: float = MAIN_SHARE) -> int:
 # --- the view ----------------------------------------------------------------------------------
 
 
-def show(source: TurnSource, *, key: str, live: Live | None = None, layers: list[str] | None = None,
-         initial_turn: int | None = None, link_turn: bool = False) -> None:
+def show(source: TurnSource, *, key: str, live: Live | None = None, initial_turn: int | None = None, link_turn: bool = False) -> None:
     """Draw the trajectory's turn view (as a fragment). `key` makes its widgets unique on the page.
 
-    `layers`: the picture's layers shown at first (the choice is kept for the session).
-    `initial_turn` (0-based), e.g. from a link's ?turn=, opens that turn the first time;
-    `link_turn` keeps ?turn= in the address bar in step with the turn shown.
+    `live`: the run is in progress (follow its newest turn). `initial_turn` (0-based), e.g. from a
+    link's ?turn=, opens that turn the first time; `link_turn` keeps ?turn= in the address bar in
+    step with the turn shown.
     """
     state = f"{key}-turn"
     if initial_turn is not None and state not in st.session_state:
         st.session_state[state] = initial_turn
-    ensure_layers(layers)
+    ensure_layers()
     _view(source, key, live, link_turn)
 
 
-def ensure_layers(layers: list[str] | None = None) -> None:
-    """The session's choice of layers, set to `layers` (or the default) the first time."""
+def ensure_layers() -> None:
+    """The session's choice of layers (kept across turns and pages), the default the first time."""
     if "turn_layers" not in st.session_state:
-        st.session_state["turn_layers"] = list(layers or DEFAULT_LAYERS)
+        st.session_state["turn_layers"] = list(DEFAULT_LAYERS)
 
 
 def layer_pills() -> list[str]:
@@ -105,10 +101,6 @@ def layer_controls() -> tuple[list[str], float]:
     opacity = row[1].slider("Map opacity", 0.1, 1.0, 0.55, 0.05, key="turn_opacity", label_visibility="collapsed",
                             disabled=not ({RELEVANCE, ATTENTION} & set(chosen)), help="Opacity of the heatmaps")
     return chosen, opacity
-
-
-def current_turn(key: str) -> int | None:
-    return st.session_state.get(f"{key}-turn")
 
 
 @st.fragment
@@ -242,7 +234,7 @@ def turn_detail(source: TurnSource, turn: Turn, key: str) -> None:
     layer_controls()
     picture_col, text_col = st.columns([MAIN_SHARE, 1 - MAIN_SHARE], gap="medium")
     with picture_col:
-        picture(source, turn, key, controls=False)
+        picture(source, turn, key)
     with text_col:
         turn_text(turn)
     zoomed_crop(source, turn)
@@ -295,15 +287,12 @@ def _attention_choice(source: TurnSource, turn: Turn, sc: scenes.Scene, key: str
     return maps[chosen], maps[chosen].view
 
 
-def picture(source: TurnSource, turn: Turn, key: str, share: float = MAIN_SHARE, controls: bool = True) -> None:
-    """The image the turn acted on or read from, large, with its layers (module docstring).
-    Without `controls`, the layers are the session's choice (their switch drawn elsewhere on the page)."""
+def picture(source: TurnSource, turn: Turn, key: str, share: float = MAIN_SHARE) -> None:
+    """The image the turn acted on or read from, large, with the session's layers (module docstring;
+    the page draws their switch, `layer_controls` or `layer_pills`)."""
     sc = scenes.scene(turn, source.trajectory)
-    if controls:
-        chosen, opacity = layer_controls()
-    else:
-        ensure_layers()
-        chosen, opacity = list(st.session_state.get("turn_layers") or []), float(st.session_state.get("turn_opacity", 0.55))
+    ensure_layers()
+    chosen, opacity = list(st.session_state.get("turn_layers") or []), float(st.session_state.get("turn_opacity", 0.55))
     attention, view = _attention_choice(source, turn, sc, key) if ATTENTION in chosen else (None, sc.view)
     if view is None:
         st.info(sc.note)
