@@ -233,8 +233,14 @@ def test_a_node_of_the_episode_graph_opens_its_turn(replay):
         settled(page)
         crops = page.evaluate("() => document.querySelector('.js-plotly-plot').data.findIndex(t => t.name === 'crop')")
         node = page.locator(".js-plotly-plot .scatterlayer .trace").nth(crops).locator(".points path").first
+        node.scroll_into_view_if_needed()
+        time.sleep(0.5)
         box = node.bounding_box()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)  # plotly picks the point under the mouse on hover, then a click selects it
+        page.wait_for_function("() => (document.querySelector('.js-plotly-plot .hoverlayer') || {}).textContent.includes('crop of page')",
+                               timeout=10_000)
+        page.mouse.click(x, y)
         page.get_by_text(f"Turn {first_crop.index + 1} of 10", exact=True).wait_for(timeout=30_000)
         settled(page)
         assert page.locator(".js-plotly-plot .imagelayer image").count() == 1  # back in the turn view, on that turn
