@@ -83,7 +83,7 @@ def _live(ask: AskRun, drawn: tuple) -> None:
                            help="Ends the run after the model call in flight (it cannot be interrupted)"):
             ask.worker.stop()
         done = len(ask.trajectory.turns) if ask.trajectory is not None else 0
-        doing = ask.run.phase if ask.trajectory is not None or ask.run.phase != "starting" else "starting"
+        doing = ask.run.phase
         if ask.worker.stop_requested:
             doing = f"stopping after the model call in flight ({doing})"
         text_col.progress(done / ask.run.config.max_turns,

@@ -26,15 +26,13 @@ STYLE = """
 [class*="st-key-turn-text-large"] h3 { font-size: 1.9rem; }
 </style>
 """
-
 store = TrajectoryStore(common.trajectories_dir())
-
-
 turn_view.style()
 st.html(STYLE)
 ask = st.session_state.get("ask_run")
-ids = store.ids()
-choices = ([LIVE] if ask is not None and ask.trajectory is not None else []) + ids
+rows, _ = records.listing(store)  # the loadable trajectories, newest first
+labels = {r["id"]: f"{r['question'][:70]} · {r['outcome']} · {r['id']}" for r in rows}
+choices = ([LIVE] if ask is not None and ask.trajectory is not None else []) + list(labels)
 if not choices:
     st.title("Present")
     st.info("Nothing to present yet: ask a question on the Ask page, or import a trajectory on the Trajectories page.")
@@ -46,7 +44,7 @@ if wanted in choices and st.session_state.get("present_id") != wanted and "prese
 top = st.columns([6, 1, 1], vertical_alignment="bottom")
 chosen = top[0].selectbox(
     "Run", choices, key="present_pick",
-    format_func=lambda i: f"The run on the Ask page: {ask.question[:70]}" if i == LIVE else i,
+    format_func=lambda i: f"The run on the Ask page: {ask.question[:70]}" if i == LIVE else labels.get(i, i),
 )
 playing = top[1].toggle("Play", key="present_play", help="Step through the turns by themselves")
 pace = top[2].selectbox("Seconds per turn", PACES, index=1, key="present_pace", disabled=not playing)
