@@ -14,8 +14,8 @@ settings (Pillow's defaults, as the reference uses them) and the Pillow and libj
 New bounds, or an upgraded Pillow, read from a new folder: a view made under other rules is never
 sent.
 
-A view's header records its JPEG's length and SHA-256, the sizes sent and decoded, and which page
-image it was made from (inode, size, mtime_ns). Every read checks all of them; a view that is
+A view's header records its JPEG's length, the sizes sent and decoded, which page image it was made
+from (inode, size, mtime_ns), and a SHA-256 over all of that and the JPEG. Every read checks them; a view that is
 missing, truncated, corrupt, or made from an older version of the page image (a re-ingested page
 keeps its id) is made again from the page image and rewritten, never sent.
 
@@ -132,6 +132,12 @@ def make_view(image: Image.Image, sizing: Sizing = Sizing()) -> ModelView:
 # --- the cache ----------------------------------------------------------------------------------------
 
 
+def _digest(header: dict, jpeg: bytes) -> str:
+    """SHA-256 over the header's other fields and the JPEG: a view is whole or it is not used."""
+    fields = json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode()
+    return hashlib.sha256(fields + b"\n" + jpeg).hexdigest()
+
+
 def _identity(st: os.stat_result) -> list[int]:
     """Which version of a page image a view was made from (a re-ingested page keeps its id)."""
     return [st.st_ino, st.st_size, st.st_mtime_ns]
@@ -169,9 +175,9 @@ class ModelViews:
         try:
             header = json.loads(data[:newline]) if newline > 0 else None
             jpeg = data[newline + 1 :]
-            if (header is None or header.get("format") != VIEW_FORMAT or header.get("page_id") != page_id
+            if (not isinstance(header, dict) or header.get("format") != VIEW_FORMAT or header.get("page_id") != page_id
                     or header.get("image") != current or header.get("jpeg_bytes") != len(jpeg)
-                    or header.get("sha256") != hashlib.sha256(jpeg).hexdigest()):
+                    or header.get("sha256") != _digest(header, jpeg)):
                 raise ValueError("header does not match")
             view = ModelView(jpeg, tuple(header["input_size"]), tuple(header["raw_size"]))
         except (ValueError, KeyError, TypeError) as e:
@@ -187,8 +193,8 @@ class ModelViews:
         with Image.open(io.BytesIO(data)) as image:
             view = make_view(image, self.sizing)
         header = {"format": VIEW_FORMAT, "page_id": page_id, "image": made_from, "jpeg_bytes": len(view.jpeg),
-                  "sha256": hashlib.sha256(view.jpeg).hexdigest(), "input_size": list(view.input_size),
-                  "raw_size": list(view.raw_size)}
+                  "input_size": list(view.input_size), "raw_size": list(view.raw_size)}
+        header["sha256"] = _digest(header, view.jpeg)
         self._write(self.path(page_id), json.dumps(header).encode() + b"\n" + view.jpeg)
         return view
 
