@@ -291,7 +291,7 @@ def test_stop_is_enabled_within_a_second_and_stops_the_run(model_server):
 def test_a_new_run_replaces_the_previous_answer_at_once(model_server):
     url, data, replies = model_server
     replies.by_question["first question?"] = ["<think>Quick.</think><answer>the first run's answer</answer>"]
-    replies.by_question["second question?"] = [Slow(6.0, "<think>Slow.</think><answer>the second run's answer</answer>")]
+    replies.by_question["second question?"] = [Slow(20.0, "<think>Slow.</think><answer>the second run's answer</answer>")]
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(url)
