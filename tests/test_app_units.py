@@ -11,6 +11,14 @@ from agent.jobs import JobRegistry
 from pages.common import md_escape
 
 
+def wait_done(job, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not job.finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return job
+
+
 def test_jobs_run_in_the_background_and_share_one_run_per_key():
     gate = threading.Event()
 
