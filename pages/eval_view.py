@@ -273,9 +273,10 @@ def show_results(run: EvalPageRun) -> None:
         with charts[3]:
             st.plotly_chart(iou_figure(boxed), key="eval_chart_iou")
 
-    rows = eval_table.rows(results)
+    rows = [{**row, "error": row["error"] or ""} for row in eval_table.rows(results)]  # no "None" for a question without an error
+    columns = [c for c in TABLE_COLUMNS if c != "grounding_iou" or boxed]  # IoU only where the set gives gold boxes
     selection = st.dataframe(
-        rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_table", column_order=TABLE_COLUMNS,
+        rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_table", column_order=columns,
         column_config={
             "question": st.column_config.TextColumn(width="large"),
             "answer_text": st.column_config.TextColumn("answer", width="medium"),

@@ -31,7 +31,8 @@ running = run is not None and run.running
 
 # --- what to run ---------------------------------------------------------------------------------
 
-st.caption(f"Questions run against the active index **{common.md_escape(index_name)}** (Library page); every question's trajectory is saved.")
+st.caption(f"Questions run against the active index **{common.md_escape(index_name)}** (Library page); each run is saved in its own folder, "
+           "one trajectory per question, and can be continued.")
 page_ids = common.index_page_ids(index_folder)
 sets = {qs.name: qs for qs in common.evaluation_sets()}
 FROM_PATH, FROM_UPLOAD = "a file on the server…", "an uploaded file…"
@@ -106,7 +107,7 @@ if st.session_state.get("eval_go") and not running and examples and not name_pro
     run = st.session_state["eval_run"] = eval_view.prepare(examples, dataset_name, policy_name, budget, int(concurrency), run_name,
                                                            resume, index_folder, s)
     running = True
-go_col, live_col = st.columns([1, 7], vertical_alignment="center")
+go_col, live_col = st.columns([1, 7], vertical_alignment="top")
 go_col.button("Start", type="primary", disabled=running or not examples or bool(name_problem), icon=":material/play_arrow:",
               key="eval_go", width="stretch")
 
