@@ -4,8 +4,10 @@ all-equal values, and the comparison of two saved runs; the default question set
 can answer, and a set it cannot is warned about before running."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from pathlib import Path
 
 from agent.eval_resume import EvalRun
 from agent.trajectory import TrajectoryStore
@@ -80,19 +82,32 @@ def choose_file(at, path) -> None:
     at.text_input(key="eval_path").input(str(path)).run()
 
 
+@contextlib.contextmanager
+def page_on_model_server(clean_env, replies: ByQuestion, dataset: Path | None = None):
+    """The Evaluate page with the vllm policy against the local test server answering `replies`, the
+    question set read from `dataset` when given."""
+    with FakeOpenAIServer([replies] * 100) as server:
+        clean_env.setenv("VRAG_BASE_URL", server.base_url)
+        clean_env.setenv("VRAG_POLICY", "vllm")
+        at = app("pages/evaluate.py")
+        if dataset is not None:
+            choose_file(at, dataset)
+        yield at
+
+
+def write_dataset(folder: Path, dataset: dict = DATASET) -> Path:
+    path = folder / "questions.json"
+    path.write_text(json.dumps(dataset))
+    return path
+
+
 def charts(at) -> dict:
     return {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
 
 
 def test_runs_a_question_set_in_the_background_and_charts_the_results(data_root, tmp_path, clean_env):
-    dataset = tmp_path / "questions.json"
-    dataset.write_text(json.dumps(DATASET))
     replies = ByQuestion(episodes(RIGHT, slow={"hill": 1.0}))
-    with FakeOpenAIServer([replies] * 100) as server:
-        clean_env.setenv("VRAG_BASE_URL", server.base_url)
-        clean_env.setenv("VRAG_POLICY", "vllm")
-        at = app("pages/evaluate.py")
-        choose_file(at, dataset)
+    with page_on_model_server(clean_env, replies, write_dataset(tmp_path)) as at:
         assert at.text_input(key="eval_name").value == "questions-vllm"  # suggested from the set and the policy
         start_button(at).click().run()
         # the script run ends at once: Start is disabled and Stop enabled while the worker runs
@@ -126,14 +141,8 @@ def test_runs_a_question_set_in_the_background_and_charts_the_results(data_root,
 
 
 def test_stop_ends_the_run_after_the_call_in_flight_and_start_resumes_it(data_root, tmp_path, clean_env):
-    dataset = tmp_path / "questions.json"
-    dataset.write_text(json.dumps(DATASET))
     replies = ByQuestion(episodes(RIGHT, slow={"plant": 3.0}))
-    with FakeOpenAIServer([replies] * 100) as server:
-        clean_env.setenv("VRAG_BASE_URL", server.base_url)
-        clean_env.setenv("VRAG_POLICY", "vllm")
-        at = app("pages/evaluate.py")
-        choose_file(at, dataset)
+    with page_on_model_server(clean_env, replies, write_dataset(tmp_path)) as at:
         start_button(at).click().run()
         run = at.session_state["eval_run"]
         deadline = time.monotonic() + 120
@@ -172,14 +181,8 @@ def test_stop_ends_the_run_after_the_call_in_flight_and_start_resumes_it(data_ro
 
 
 def test_compares_two_saved_runs(data_root, tmp_path, clean_env):
-    dataset = tmp_path / "questions.json"
-    dataset.write_text(json.dumps(DATASET))
     replies = ByQuestion()
-    with FakeOpenAIServer([replies] * 100) as server:
-        clean_env.setenv("VRAG_BASE_URL", server.base_url)
-        clean_env.setenv("VRAG_POLICY", "vllm")
-        at = app("pages/evaluate.py")
-        choose_file(at, dataset)
+    with page_on_model_server(clean_env, replies, write_dataset(tmp_path)) as at:
         for name, answers in (("run-a", RIGHT), ("run-b", {**RIGHT, "hill": "no idea", "tariff": "EUR 2.15 per cubic metre"})):
             replies.scripts = episodes(answers)
             at.text_input(key="eval_name").input(name).run()
@@ -200,13 +203,7 @@ def test_compares_two_saved_runs(data_root, tmp_path, clean_env):
 
 
 def test_a_run_name_holding_other_settings_is_a_clear_message(data_root, tmp_path, clean_env):
-    dataset = tmp_path / "questions.json"
-    dataset.write_text(json.dumps(DATASET))
-    with FakeOpenAIServer([ByQuestion(episodes(RIGHT))] * 100) as server:
-        clean_env.setenv("VRAG_BASE_URL", server.base_url)
-        clean_env.setenv("VRAG_POLICY", "vllm")
-        at = app("pages/evaluate.py")
-        choose_file(at, dataset)
+    with page_on_model_server(clean_env, ByQuestion(episodes(RIGHT)), write_dataset(tmp_path)) as at:
         at.number_input(key="eval_limit").set_value(1).run()
         start_button(at).click().run()
         finish(at)
@@ -268,3 +265,27 @@ def test_the_offline_policy_runs_the_sample_reports_set_by_default(data_root):
     assert len(EvalRun.load(folder).store.ids()) == 5
     assert json.loads((folder / "summary.json").read_text())["examples"] == 5
     assert TrajectoryStore(data_root / "trajectories").ids() == []  # a run's trajectories stay in its folder
+
+
+def test_grounding_iou_is_in_the_summary_the_chart_and_the_table_where_the_set_gives_gold_boxes(data_root, tmp_path, clean_env):
+    boxed = {"examples": [
+        {**DATASET["examples"][0], "meta_info": {**DATASET["examples"][0]["meta_info"], "evidence_box": [0, 0, 5000, 5000]}},
+        {**DATASET["examples"][1], "meta_info": {**DATASET["examples"][1]["meta_info"], "evidence_box": [100, 100, 400, 300]}},
+    ]}
+    replies = ByQuestion({  # the first question crops its page, the second answers without a crop (IoU 0, a bar)
+        QUESTIONS["hill"]: [f"<think>s</think><search>{SEARCHES['hill']}</search>", "<think>z</think><bbox>[40, 90, 480, 330]</bbox>",
+                            f"<think>a</think><answer>{RIGHT['hill']}</answer>"],
+        **episodes({"plant": RIGHT["plant"]}),
+    })
+    with page_on_model_server(clean_env, replies, write_dataset(tmp_path, boxed)) as at:
+        start_button(at).click().run()
+        finish(at)
+    assert not at.exception and not at.error, texts(at.error)
+    summary = json.loads((data_root / "evals" / "questions-vllm" / "summary.json").read_text())
+    assert summary["grounding_questions"] == 2 and 0 < summary["grounding_iou"] < 0.5
+    assert {m.label: m.value for m in at.metric}["grounding IoU"] == f"{summary['grounding_iou']:.2f}"
+    iou = charts(at)["Grounding: best IoU of the crops with the gold box"]["data"][0]
+    assert sum(iou["y"]) == 2 and iou["y"][0] >= 1 and iou["text"][0] == str(iou["y"][0])  # the 0 of the uncropped question is a labelled bar
+    rows = at.dataframe[0].value
+    ious = dict(zip(rows["uid"], rows["grounding_iou"]))
+    assert ious["plant"] == 0.0 and ious["hill"] > 0
