@@ -275,8 +275,8 @@ def show_results(run: EvalPageRun) -> None:
 
     rows = [{**row, "error": row["error"] or ""} for row in eval_table.rows(results)]  # no "None" for a question without an error
     columns = [c for c in TABLE_COLUMNS if c != "grounding_iou" or boxed]  # IoU only where the set gives gold boxes
-    selection = st.dataframe(
-        rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_table", column_order=columns,
+    st.dataframe(
+        rows, hide_index=True, key="eval_table", column_order=columns,
         column_config={
             "question": st.column_config.TextColumn(width="large"),
             "answer_text": st.column_config.TextColumn("answer", width="medium"),
@@ -288,16 +288,16 @@ def show_results(run: EvalPageRun) -> None:
             "trajectory_id": st.column_config.TextColumn("trajectory", width="medium"),
         },
     )
-    picked = selection.selection.rows if selection else []
-    if picked:
-        chosen = results[picked[0]]
-        if st.button(f"Open in Trajectories: {common.md_escape(chosen.question[:80])}", icon=":material/timeline:", key="eval_open"):
-            try:
-                tid = eval_session.copy_to_store(run.session.run.folder, chosen.trajectory_id, TrajectoryStore(common.trajectories_dir()))
-            except ValueError as e:
-                st.error(common.md_escape(str(e)))
-            else:
-                st.switch_page("pages/trajectories.py", query_params={"id": tid})
+    pick_col, open_col = st.columns([5, 2], vertical_alignment="bottom")
+    picked = pick_col.selectbox("A question's trajectory", range(len(results)), key="eval_pick",
+                                format_func=lambda i: f"{results[i].uid}: {results[i].question[:100]}")
+    if open_col.button("Open in Trajectories", icon=":material/timeline:", key="eval_open", width="stretch"):
+        try:  # the Trajectories page lists its own store: the run's trajectory is copied there (a newer copy replaces it)
+            tid = eval_session.copy_to_store(run.session.run.folder, results[picked].trajectory_id, TrajectoryStore(common.trajectories_dir()))
+        except ValueError as e:
+            st.error(common.md_escape(str(e)))
+        else:
+            st.switch_page("pages/trajectories.py", query_params={"id": tid})
     tables = run.session.tables
     if tables:
         csv_col, json_col, _ = st.columns([1, 1, 3])

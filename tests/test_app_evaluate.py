@@ -139,6 +139,13 @@ def test_runs_a_question_set_in_the_background_and_charts_the_results(data_root,
     assert first.gold["pages"] == ["aurora_water_report_2025_2"] and first.rewards["answer"] == 1.0
     assert first.config["protocol"] == "training"  # the Settings' protocol (default training)
 
+    # a question's trajectory opens on the Trajectories page (copied into its store)
+    at.selectbox(key="eval_pick").set_value(1).run()
+    at.button(key="eval_open").click().run()
+    assert not at.exception
+    opened = run.trajectory_id("plant")
+    assert TrajectoryStore(data_root / "trajectories").ids() == [opened] and at.session_state["traj_current"] == opened
+
 
 def test_stop_ends_the_run_after_the_call_in_flight_and_start_resumes_it(data_root, tmp_path, clean_env):
     replies = ByQuestion(episodes(RIGHT, slow={"plant": 3.0}))
