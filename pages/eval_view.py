@@ -17,7 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from agent import eval_session, eval_table, runs
-from agent.eval_resume import EvalRunError
+from agent.eval_resume import MANIFEST, EvalRunError
 from agent.eval_session import EvalRequest, EvalSession
 from agent.policies import PolicyError
 from agent.search import SearchError
@@ -306,6 +306,21 @@ def show_results(run: EvalPageRun) -> None:
         json_col.download_button("Download results.json", data=tables[1].read_bytes(), file_name=f"{run.name}-results.json", mime="application/json",
                                  key="eval_download", on_click="ignore")
         st.caption(common.md_escape(f"Saved in {run.session.run.folder} (results.csv, results.json, summary.json and one trajectory folder per question)."))
+
+
+@st.cache_data(show_spinner="Reading both runs…", max_entries=8)
+def _comparison(folder_a: str, folder_b: str, stamp: tuple):
+    return eval_session.compare_saved(Path(folder_a), Path(folder_b))
+
+
+def _stamp(folder: Path) -> tuple:
+    """Changes when a run is opened again (its manifest) or finishes (its summary)."""
+    return tuple(p.stat().st_mtime_ns if p.is_file() else 0 for p in (folder / MANIFEST, folder / "summary.json"))
+
+
+def comparison(folder_a: Path, folder_b: Path):
+    """Two saved runs compared, read once per change of either run (it loads every trajectory of both)."""
+    return _comparison(str(folder_a), str(folder_b), (_stamp(folder_a), _stamp(folder_b)))
 
 
 DELTA_METRICS = ("accuracy", "mean_ndcg", "mean_reward", "grounding_iou", "grounding_cover", "recall@1", "mean_turns", "invalid_action_rate", "errors")

@@ -154,7 +154,7 @@ def _compare_view() -> None:
         st.caption("Choose two different runs.")
         return
     try:
-        eval_view.show_comparison(eval_session.compare_saved(saved[a], saved[b]))
+        eval_view.show_comparison(eval_view.comparison(saved[a], saved[b]))
     except ValueError as e:  # EvalRunError: a folder that holds no readable run
         st.error(common.md_escape(str(e)))
 
