@@ -61,28 +61,6 @@ def _local_index(args):
     return index
 
 
-def _searcher(args):
-    from agent.search import HttpSearcher, LocalSearcher
-
-    index = _local_index(args)
-    return (HttpSearcher(args.search_url) if args.search_url else LocalSearcher(index)), index
-
-
-def _policy(args, index):
-    from agent.policies import make_policy
-
-    if args.policy == "vllm":
-        if args.timeout is not None and not args.timeout > 0:
-            raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-        return make_policy("vllm", base_url=args.base_url, model=args.model, api_key=args.api_key,
-                           temperature=args.temperature, max_tokens=args.max_tokens, timeout=args.timeout)
-    if args.policy == "transformers":
-        if not args.model:
-            raise UserError("the transformers policy needs --model: a local Qwen2.5-VL folder (e.g. a download of autumncc/Qwen2.5-VL-7B-VRAG)")
-        return make_policy("transformers", model=args.model, max_new_tokens=args.max_tokens, temperature=args.temperature)
-    return make_policy("offline", index=index)  # borrows the index's OCR engine when there is one
-
-
 def _config(args):
     from agent.loop import AgentConfig
 
@@ -177,32 +155,38 @@ def cmd_ask(args) -> int:
     return 0
 
 
-def _probe(policy) -> bool:
-    """Does a replica's OpenAI-compatible server answer (GET /models)?"""
-    from agent.policies.openai_chat import health
+def _eval_request(args, examples):
+    """The evaluation `eval` asks for, wired by agent/eval_session.py exactly as the app's Evaluate page wires it."""
+    from agent.eval_session import EvalRequest
+    from agent.workspace import Settings
 
-    return bool(health(policy.describe()["base_url"])["ok"])
-
-
-def _question_line(progress) -> str:
-    r = progress.last
-    head = f"[{progress.done}/{progress.total}] {r.uid}:"
-    if r.error:
-        return f"{head} error: {r.error}"
-    mark = "stopped" if r.outcome == "stopped" else ("ok" if r.correct else "wrong")
-    return f"{head} {mark}  answer={r.answer!r} reference={r.reference_answer!r}"
+    if args.policy == "vllm" and args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    if args.policy == "transformers" and not args.model:
+        raise UserError("the transformers policy needs --model: a local Qwen2.5-VL folder (e.g. a download of autumncc/Qwen2.5-VL-7B-VRAG)")
+    urls = _base_urls(args)
+    settings = Settings(base_url=urls[0] or "", model=(args.model or "") if args.policy == "vllm" else "",
+                        api_key=args.api_key or "", transformers_model=(args.model or "") if args.policy == "transformers" else "",
+                        search_url=args.search_url or "")
+    if args.policy == "vllm":
+        options = {"temperature": args.temperature, "max_tokens": args.max_tokens, "timeout": args.timeout}
+    elif args.policy == "transformers":
+        options = {"max_new_tokens": args.max_tokens, "temperature": args.temperature}
+    else:
+        options = {}
+    request = EvalRequest(examples, out=Path(args.out), dataset=str(args.dataset), policy=args.policy,
+                          max_turns=args.max_turns, top_k=args.top_k, protocol=args.protocol, episode_timeout=args.episode_timeout,
+                          concurrency=args.concurrency, resume=args.resume,
+                          base_urls=tuple(u or "" for u in urls) if len(urls) > 1 else (), policy_options=options)
+    return request, settings
 
 
 def cmd_eval(args) -> int:
-    from argparse import Namespace
-
     from tqdm import tqdm
 
-    from agent.eval_concurrency import run_eval
-    from agent.eval_replicas import ReplicaPool
-    from agent.eval_resume import EvalRun, EvalRunError
-    from agent.eval_table import write_tables
-    from agent.evaluate import DatasetError, load_dataset, summarize
+    from agent.eval_resume import EvalRunError
+    from agent.eval_session import EvalSession, question_line
+    from agent.evaluate import DatasetError, load_dataset
     from agent.rewards import LLMJudge
 
     if args.concurrency < 1:
@@ -214,43 +198,39 @@ def cmd_eval(args) -> int:
     if args.limit is not None:
         examples = examples[: args.limit]
     config = _config(args)
-    urls = _base_urls(args)
-    searcher, index = _searcher(args)
-    policies = [_policy(Namespace(**{**vars(args), "base_url": url}), index) for url in urls]
-    pool = ReplicaPool(policies, probe=_probe if args.policy == "vllm" else None)
+    request, settings = _eval_request(args, examples)
+    index = _local_index(args)
     judge = None
     if args.judge_url:
         from agent.policies import make_policy
 
         judge = LLMJudge(make_policy("vllm", base_url=args.judge_url, model=args.judge_model, api_key=args.api_key))
-    described = policies[0].describe()
-    settings = {"policy": described.get("name"), "model": described.get("model"), "protocol": config.protocol,
-                "max_turns": config.max_turns, "top_k": config.top_k, "search": searcher.describe()}
-    try:
-        run = EvalRun.open(args.out, settings, examples, dataset=str(args.dataset), resume=args.resume)
-    except EvalRunError as e:
-        raise UserError(str(e)) from None
 
     bar, hints = None, []
 
     def progress(p) -> None:
         nonlocal bar
         if bar is None:
-            print(f"run {run.run_id} in {run.folder}: {p.total} questions, {p.skipped} already done, "
-                  f"{args.concurrency} at a time on {len(policies)} model server(s), protocol {config.protocol}", file=sys.stderr, flush=True)
+            print(f"run {session.run.run_id} in {session.run.folder}: {p.total} questions, {p.skipped} already done, "
+                  f"{args.concurrency} at a time on {len(session.pool.replicas)} model server(s), protocol {config.protocol}",
+                  file=sys.stderr, flush=True)
             bar = tqdm(total=p.total, initial=p.skipped, unit="q", file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
         if p.last is not None:
             bar.update(1)
             bar.set_postfix(errors=p.errors, refresh=False)
-            bar.write(_question_line(p), file=sys.stderr)
+            bar.write(question_line(p), file=sys.stderr)
             hint = p.last.error_hints.get("cli") if p.last.error else None
             if hint and hint not in hints:
                 hints.append(hint)
 
+    session = EvalSession(request, settings, open_index=lambda: index, judge=judge, progress=progress, preload=False)
+    try:
+        session.setup()
+    except EvalRunError as e:
+        raise UserError(str(e)) from None
     interrupted = False
     try:
-        for _ in run_eval(examples, pool, searcher, config, run, concurrency=args.concurrency, judge=judge,
-                          progress=progress, resume=args.resume):
+        for _ in session.results():  # the table and the summary are written from what is on disk at the end
             pass
     except KeyboardInterrupt:
         interrupted = True
@@ -259,14 +239,11 @@ def cmd_eval(args) -> int:
             bar.close()
     for hint in hints:  # once per kind of failure, not once per question
         print(f"hint: {hint}", file=sys.stderr)
-    results, missing = run.results(examples)  # the summary is always what is on disk
-    summary = summarize(results) | {"missing": len(missing), "policy": described, "protocol": config.protocol,
-                                    "dataset": str(args.dataset), "out": str(args.out), "run": run.run_id}
-    tables = write_tables(run.folder, results, summary)
+    summary = session.summary if session.summary is not None else session.finish()
     print(json.dumps(summary, ensure_ascii=False, indent=1))
-    print(f"table: {tables[0]} and {tables[1].name}", file=sys.stderr)
+    print(f"table: {session.tables[0]} and {session.tables[1].name}", file=sys.stderr)
     if interrupted:
-        print(f"interrupted: {len(missing)} questions not run; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: {summary['missing']} questions not run; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary["errors"] else 0
 

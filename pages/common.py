@@ -5,7 +5,7 @@ What is shared and what is not (two browser tabs must never mix their runs):
   `DocumentIndex` per index folder (with its embedder and OCR engine), the relevance-map box cache
   per index, the in-process transformers model, and the background jobs (pages/jobs.py).
 - `st.session_state` holds everything that belongs to one user: the settings, the active index, the
-  run in progress (its trajectory and the generator producing its turns), evaluation results.
+  run in progress (its trajectory and the worker producing its turns), evaluation results.
   Runs and trajectories are never cached. Policies are built per run, except the in-process
   transformers one, which is only model weights (`complete(messages)` keeps no state between calls).
 - What survives a reload: the active index, in the page's URL (?index=name, checked against the
@@ -180,23 +180,6 @@ def open_index(folder: Path):
     return _index(str(Path(folder).resolve()))
 
 
-def warm_up(searcher) -> None:
-    """Load an in-process index's embedder now (under the caller's spinner), not inside the first turn."""
-    index = getattr(searcher, "index", None)
-    if index is not None and len(index):
-        _ = index.embedder  # the property loads the model
-
-
-def searcher(index_folder: Path):
-    """The agent's search backend for this session: the active index in process, or the search server."""
-    from agent.search import HttpSearcher, LocalSearcher
-
-    url = settings().search_url.strip()
-    if url:
-        return HttpSearcher(url)
-    return LocalSearcher(open_index(index_folder))
-
-
 @st.cache_resource(show_spinner=False)
 def box_cache(index_folder: str):
     """Box embeddings per page for retrieval relevance maps (search_engine/relevance.py), one per index,
@@ -302,22 +285,6 @@ def transformers_policy(model_folder: str):
         raise UserFacingError(check.summary() + " Set the folder on the Settings page.")
     try:
         return _transformers_policy(model_folder)
-    except PolicyError as e:
-        raise UserFacingError(_for_the_app(e)) from e
-
-
-def build_policy(name: str, s: Settings, index_folder: Path):
-    """A policy for one run. Raises UserFacingError with the policy's own message when it cannot start."""
-    from agent.policies import PolicyError, make_policy
-
-    try:
-        if name == "vllm":
-            return make_policy("vllm", base_url=s.base_url, model=s.model, api_key=s.api_key)
-        if name == "transformers":
-            if not s.transformers_model.strip():
-                raise UserFacingError("The transformers policy needs a local Qwen2.5-VL model folder: set it on the Settings page (weights cannot be downloaded here).")
-            return transformers_policy(s.transformers_model.strip())
-        return make_policy("offline", index=open_index(index_folder))
     except PolicyError as e:
         raise UserFacingError(_for_the_app(e)) from e
 

@@ -1,4 +1,4 @@
-"""The app's glue without a page: the per-session stepper, the background jobs (agent/jobs.py),
+"""The app's glue without a page: the background jobs (agent/jobs.py),
 the Evaluate charts' figures, markdown escaping."""
 from __future__ import annotations
 
@@ -9,73 +9,6 @@ import pytest
 
 from agent.jobs import JobRegistry
 from pages.common import md_escape
-from pages.stepper import Stepper
-
-
-def counting(n: int, log: list):
-    try:
-        for i in range(n):
-            yield i
-    finally:
-        log.append("closed")
-
-
-def test_stepper_records_every_step_and_ends_once():
-    recorded, ends, log = [], [], []
-    stepper = Stepper(counting(3, log), on_step=recorded.append, on_end=ends.append)
-    while stepper.step():
-        pass
-    assert recorded == [0, 1, 2] and ends == ["done"] and stepper.status == "done" and log == ["closed"]
-    assert stepper.step() is False and ends == ["done"]
-
-
-def test_stop_between_steps_closes_the_generator():
-    recorded, ends, log = [], [], []
-    stepper = Stepper(counting(10, log), on_step=recorded.append, on_end=ends.append)
-    stepper.step()
-    stepper.stop()
-    assert stepper.status == "stopped" and log == ["closed"] and ends == ["stopped"]
-    assert stepper.step() is False and recorded == [0]
-
-
-def test_stop_during_a_step_takes_effect_after_it_and_keeps_it():
-    """A rerun (new script thread) presses Stop while the old thread is inside a model call."""
-    inside, release, log, recorded = threading.Event(), threading.Event(), [], []
-
-    def slow():
-        try:
-            yield "first"
-            inside.set()
-            release.wait(5)
-            yield "second (in flight when Stop was pressed)"
-            yield "third (never produced)"
-        finally:
-            log.append("closed")
-
-    stepper = Stepper(slow(), on_step=recorded.append)
-    stepper.step()
-    old_thread = threading.Thread(target=stepper.step)
-    old_thread.start()
-    inside.wait(5)
-    stepper.stop()  # the lock is held: only a request
-    assert stepper.running and stepper.stop_requested
-    release.set()
-    old_thread.join(5)
-    assert stepper.step() is False  # the new thread ends the work
-    assert recorded == ["first", "second (in flight when Stop was pressed)"]
-    assert stepper.status == "stopped" and log == ["closed"]
-
-
-def test_a_bug_in_the_work_fails_the_stepper_with_a_message():
-    def broken():
-        yield 1
-        raise ZeroDivisionError("division by zero")
-
-    ends = []
-    stepper = Stepper(broken(), on_end=ends.append)
-    assert stepper.step() is True
-    assert stepper.step() is False
-    assert stepper.status == "failed" and stepper.error == "ZeroDivisionError: division by zero" and ends == ["failed"]
 
 
 def wait_done(job, seconds=10):
