@@ -162,7 +162,7 @@ def main() -> None:
         "what": "seconds from launching `streamlit run` to a usable Ask page in headless Chromium (question box and Stop drawn, no script run in flight)",
         "runs": args.runs, "app_median_s": round(app, 3), "bare_median_s": round(bare_s, 3),
         "difference_s": round(app - bare_s, 3), "ratio": round(app / bare_s, 3), "target_difference_s": TARGET_SECONDS,
-        "load_average_1min": {"min": min(loads), "max": max(loads), "median": statistics.median(loads)},
+        "load_average_1min": {"min": round(min(loads), 2), "max": round(max(loads), 2), "median": round(statistics.median(loads), 2)},
         "medians_s": medians, "server_cpu_medians_s": cpu_medians, "before": str(args.before) if args.before else None,
         "cores": os.cpu_count(), "runs_s": runs,
     }
