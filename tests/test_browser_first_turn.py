@@ -27,7 +27,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 QUESTION = "How many outbound trips, in millions, is China expected to make in 2020?"
 # Generous for a shared 2-core machine: 25-40 s measured here at load average 8-10, most of it the first
 # import of torch and sentence-transformers (~9 CPU-s) before the query embedder loads
-# (bench/RESULTS.md, "App start-up"). An index rebuilt or a model fetched on the first turn exceeds it.
+# (bench/RESULTS.md, "App start-up"). A first turn that re-read the index (a minute of OCR here) would fail it.
 FIRST_TURN_BOUND_S = 60.0
 
 # The turn view's figure shows the page with its picture (a plotly image layer): drawn when the
