@@ -13,6 +13,15 @@ from pathlib import Path
 import streamlit as st
 from streamlit import config as streamlit_config
 
+# Streamlit runs a full garbage collection after every script run, fragment reruns included. With
+# torch, the embedder and plotly loaded that is 0.3-1 s of CPU holding the GIL each time: the Ask
+# page's twice-a-second poll then spent ~80% of the process in gc.collect (py-spy), starving the
+# run's worker thread (a torch import took 5 minutes) and every turn change. Python's own
+# generational GC still runs as usual. Set before anything else: a server's first script run ends
+# early (pages/common.py leaves Streamlit's pages-folder mode and reruns), and a collection after
+# it would delay the first page of every fresh server (bench/app_startup.py).
+streamlit_config.set_option("runner.postScriptGC", False)
+
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `pages.common`, `agent`, `search_engine` import from the checkout
     sys.path.insert(0, str(ROOT))
@@ -23,12 +32,6 @@ from pages.common import report_unexpected  # noqa: E402
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 reuse_page_memory()  # each search turn decodes a full-size page; reuse its memory (agent/protocol.py)
-# Streamlit runs a full garbage collection after every script run, fragment reruns included. With
-# torch, the embedder and plotly loaded that is 0.3-1 s of CPU holding the GIL each time: the Ask
-# page's twice-a-second poll then spent ~80% of the process in gc.collect (py-spy), starving the
-# run's worker thread (a torch import took 5 minutes) and every turn change. Python's own
-# generational GC still runs as usual.
-streamlit_config.set_option("runner.postScriptGC", False)
 
 st.set_page_config(page_title="VRAG Studio", page_icon=":material/manage_search:", layout="wide")
 

@@ -14,7 +14,6 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
-import httpx
 from PIL import Image, UnidentifiedImageError
 
 from search_engine.model_views import ModelView, ModelViews, Sizing, make_view
@@ -22,6 +21,8 @@ from search_engine.query import QueryError
 from search_engine.types import SearchHit
 
 if TYPE_CHECKING:
+    import httpx
+
     from search_engine import DocumentIndex
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,16 @@ class HttpSearcher:
     """
 
     def __init__(self, base_url: str, client: httpx.Client | None = None, timeout: float = 30.0, sizing: Sizing = Sizing()):
+        import httpx  # here, not at the top: httpx (and the rich it loads) is ~0.1 s the app's first page does not need
+
         self.base_url = base_url.rstrip("/")
         self.client = client or httpx.Client(timeout=timeout)
         self.sizing = sizing
         self._server_views = True  # until the server shows it has none we can use
 
     def _request(self, method: str, path: str, fallback_ok: bool = False, **kwargs) -> httpx.Response:
+        import httpx
+
         url = self.base_url + path
         try:
             response = self.client.request(method, url, **kwargs)

@@ -10,8 +10,6 @@ import streamlit as st
 
 from pages import ask_run, common, status
 from pages.ask_run import POLICY_HELP, POLICY_LABELS, AskRun
-from pages.ui import run_info, turn_view
-from pages.ui.pictures import TurnSource
 
 POLL_SECONDS = 0.5
 
@@ -104,6 +102,11 @@ if run is not None:
 
 if run is None:
     st.stop()
+# Imported only once there is a run to draw: the turn view brings numpy and plotly figures, which
+# the question box does not need (bench/app_startup.py: the first Ask page of a fresh server).
+from pages.ui import run_info, turn_view  # noqa: E402
+from pages.ui.pictures import TurnSource  # noqa: E402
+
 st.divider()
 traj = run.trajectory
 caption = f"{traj.policy.get('description', traj.policy.get('name', ''))} · saved as {traj.id}" if traj is not None else run.run.phase

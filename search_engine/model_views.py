@@ -30,11 +30,9 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -253,6 +251,9 @@ def sync_views(index_folder, added: list[str], removed: list[str], image_file_of
     started = time.perf_counter()
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers >= 1 and len(tasks) >= POOL_MIN_PAGES:
+        import multiprocessing  # only ingest makes views in a pool; searching needs neither
+        from concurrent.futures import ProcessPoolExecutor
+
         # fork, as ingest's reading pool does: the workers only decode, resize and encode
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
             failures = [f for f in pool.map(_build_one, tasks, chunksize=8) if f]
