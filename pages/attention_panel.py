@@ -101,6 +101,7 @@ def show(trajectory: Trajectory, folder: Path, source: pictures.TurnSource | Non
             return
         computing(trajectory, folder)
         if source is not None:
+            st.divider()
             stored_choices(source)
 
 
@@ -331,26 +332,30 @@ def _over_picture(source: pictures.TurnSource, chosen_map, name: str, key: str) 
 
 def head_grid_figure(values: np.ndarray, columns: int = 4) -> go.Figure:
     """One small map per head (values: heads x rows x cols), on one colour scale: shares of the largest cell of any head."""
-    heads = values.shape[0]
+    heads, grid_rows, grid_cols = values.shape
     columns = min(columns, heads)
     rows = -(-heads // columns)
     peak = float(values.max()) if values.size else 0.0
     scaled = values / peak if peak > 0 else values
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"head {h}" for h in range(heads)],
-                           horizontal_spacing=0.02, vertical_spacing=0.08 if rows > 1 else 0.0)
+                           horizontal_spacing=0.03, vertical_spacing=0.12 / rows)
     for h in range(heads):
         figure.add_trace(go.Heatmap(z=scaled[h], zmin=0.0, zmax=1.0, colorscale=ATTENTION_COLORSCALE, showscale=h == 0,
-                                    colorbar={"title": {"text": "share of peak"}, "orientation": "h", "y": -0.12} if h == 0 else None,
+                                    colorbar={"title": {"text": "share of peak", "side": "right"}, "len": 0.9, "thickness": 14},
                                     name=f"head {h}", hovertemplate=f"head {h}<br>row %{{y}}, col %{{x}}: %{{z:.2f}}<extra></extra>"),
                          row=h // columns + 1, col=h % columns + 1)
-    figure.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x", constrain="domain")
-    figure.update_xaxes(showticklabels=False, constrain="domain")
-    figure.update_layout(height=170 * rows + 90, margin={"l": 10, "r": 10, "t": 30, "b": 60})
+        suffix = "" if h == 0 else str(h + 1)  # each map keeps its grid's aspect (row 0 at the top)
+        figure.layout[f"yaxis{suffix}"].update(scaleanchor=f"x{suffix}", autorange="reversed", showticklabels=False, constrain="domain")
+        figure.layout[f"xaxis{suffix}"].update(showticklabels=False, constrain="domain")
+    cell = 900 / columns  # px per map across, roughly: height follows the grid's aspect
+    figure.update_layout(height=int(rows * (cell * grid_rows / max(grid_cols, 1) + 40) + 40), margin={"l": 10, "r": 10, "t": 56, "b": 10})  # the titles below the mode bar
     return figure
 
 
 def _head_grid(values: np.ndarray, title: str) -> None:
-    st.plotly_chart(head_grid_figure(values), key="attn_head_grid", config=MODEBAR_CONFIG)
+    left, _ = st.columns([3, 1])
+    with left:
+        st.plotly_chart(head_grid_figure(values), key="attn_head_grid", config=MODEBAR_CONFIG)
     masses = ", ".join(f"{m:.3f}" for m in values.sum(axis=(1, 2)))
     st.caption(common.md_escape(f"{title}: one map per head over the image's grid (row 0 at the top); attention mass per head: {masses}"))
 

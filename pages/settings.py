@@ -64,9 +64,11 @@ s.attention_url = left.text_input("Attention service URL", value=s.attention_url
 s.attention_token = right.text_input("Attention service token", value=s.attention_token, key="settings_attention_token", type="password",
                                      help="The token the service was started with; empty when it asks for none.")
 if s.attention_url:
+    check_line = st.container()  # the check above its button; a click asks again before the line is drawn
     if st.button("Check again", key="settings_attention_check", help="Ask the service for its health now (the last answer is kept for a few seconds)."):
         attention_panel.service_check.clear()
-    status.show_check(attention_panel.service_check(s.attention_url, s.attention_token))
+    with check_line:
+        status.show_check(attention_panel.service_check(s.attention_url, s.attention_token))
 else:
     st.caption("No attention service set: maps are computed in this process, with the local model folder.")
 with st.expander("Starting the attention service on a GPU server"):
