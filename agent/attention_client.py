@@ -212,7 +212,7 @@ def check_service(url: str, token: str = "", timeout: float = 3.0) -> dict:
             detail = (f"{service.url} answers but refused the token given: give the token the service was started with"
                       if token else f"{service.url} answers but needs a token: give the token the service was started with")
         elif e.status is not None:
-            detail = f"{service.url} answered HTTP {e.status} to a health check, so it is probably not an attention service ({e})"
+            detail = f"{service.url} answered HTTP {e.status} to a health check, so it is probably not an attention service: is this the right address and port?"
         elif "not a JSON object" in str(e):
             detail = f"{service.url} answered, but not as an attention service does: is this the right address and port?"
         else:

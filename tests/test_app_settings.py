@@ -158,6 +158,11 @@ def test_the_attention_service_is_checked_against_the_real_service(data_root, cl
     at.text_input(key="settings_attention_url").input(closed).run()
     [down] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
     assert f"the attention service at {closed} is not reachable" in down and "Is the service started on that machine and port" in down
+    with FakeOpenAIServer([]) as other:  # another kind of server at that address
+        elsewhere = other.base_url.removesuffix("/v1")
+        at.text_input(key="settings_attention_url").input(elsewhere).run()
+        [wrong] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
+        assert f"{elsewhere} answered HTTP 404 to a health check, so it is probably not an attention service" in wrong
     at.text_input(key="settings_attention_url").input("gpu-box:8003").run()
     [bad] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
     assert "must start with http:// or https://" in bad
