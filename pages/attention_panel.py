@@ -36,8 +36,8 @@ from pages.ui import pictures, scene
 log = logging.getLogger(__name__)
 
 HERE, SERVICE = "in this process", "in the attention service"
-SERVE_COMMAND = ("python -m agent serve-attention --model /models/Qwen2.5-VL-7B-VRAG --device cuda --dtype bfloat16 "
-                 "--host 0.0.0.0 --port 8003 --token CHOOSE-A-TOKEN")
+SERVE_COMMAND = ("VRAG_ATTENTION_TOKEN=choose-a-token python -m agent serve-attention --model /models/Qwen2.5-VL-7B-VRAG "
+                 "--device cuda --dtype bfloat16 --host 0.0.0.0 --port 8003")  # the token from the environment stays out of ps
 SELECT_LABELS = {
     "action": "the action's argument (query, box or answer)",
     "bbox": "the box numbers (bbox turns only)",
@@ -102,7 +102,7 @@ def show(trajectory: Trajectory, folder: Path, source: pictures.TurnSource | Non
         computing(trajectory, folder)
         if source is not None:
             st.divider()
-            stored_choices(source)
+            show_stored(source)
 
 
 # --- choosing and computing --------------------------------------------------------------------
@@ -192,28 +192,51 @@ def _request(trajectory: Trajectory, folder: Path, size: tuple[int, int] | None)
         return None
 
 
-def _wait(job: jobs.Job, poll_seconds: float = 0.25) -> None:
-    """Draw the computation's progress (stage and share done) until it ends."""
-    bar = st.progress(job.fraction, text=common.md_escape(f"{job.label} ({job.seconds:.0f} s): {job.message or 'starting'}"))
-    while not job.finished:
-        time.sleep(poll_seconds)
-        bar.progress(job.fraction, text=common.md_escape(f"{job.label} ({job.seconds:.0f} s): {job.message or 'starting'}"))
+POLL_SECONDS = 0.5
+WAIT_SECONDS = 30  # a computation is waited for in place this long; after that the page is drawn and polls it
+
+
+def _progress_bar(job: jobs.Job, bar=None):
+    text = common.md_escape(f"{job.label} ({job.seconds:.0f} s): {job.message or 'starting'}")
+    return bar.progress(job.fraction, text=text) if bar is not None else st.progress(job.fraction, text=text)
+
+
+def _wait(job: jobs.Job, seconds: float) -> None:
+    """Draw the computation's progress in place until it ends or `seconds` have passed."""
+    bar = _progress_bar(job)
+    deadline = time.monotonic() + seconds
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS / 2)
+        _progress_bar(job, bar)
     bar.empty()
+
+
+def _progress(job: jobs.Job) -> None:
+    """Polled every POLL_SECONDS while a long computation runs (the rest of the page stays usable):
+    its stage and share done; the whole page is drawn again when it ends."""
+    try:
+        if job.finished:
+            st.rerun()
+        _progress_bar(job)
+    except Exception as e:  # a fragment rerun bypasses app.py's guard
+        common.report_unexpected(e)
 
 
 def computing(trajectory: Trajectory, folder: Path) -> None:
     s = common.settings()
     job_key = f"attention:{folder}"
     job = jobs.get_job(job_key)
-    if job is not None and not job.finished:
-        _wait(job)
-        st.rerun()
-    where, problem, size = _where(s)
-    if job is not None and job.error:
+    if job is not None and not job.finished and job.seconds < WAIT_SECONDS:
+        _wait(job, WAIT_SECONDS - job.seconds)
+    running = job is not None and not job.finished
+    if running:
+        st.fragment(_progress, run_every=POLL_SECONDS)(job)
+    elif job is not None and job.error:
         st.error(f"The attention maps could not be computed: {common.md_escape(job.error)}")
     elif job is not None and job.result is not None and st.session_state.get("attn_shown_job") != job.started:
         st.session_state["attn_shown_job"] = job.started
         st.session_state["attn_choice"] = job.result.key  # show what was just computed (before its selectbox is drawn)
+    where, problem, size = _where(s)
     if where is None:
         st.info(common.md_escape(problem), icon=":material/info:")
         return
@@ -227,7 +250,8 @@ def computing(trajectory: Trajectory, folder: Path) -> None:
     estimate = _estimate(str(folder), changed, where, request.to_dict(), s.transformers_model, s.attention_url, s.attention_token)
     st.caption(f"Estimated time: {common.md_escape(estimate)}")
     stored = (folder / f"attention-{request.key()}.json").is_file()
-    if st.button("Recompute these maps" if stored else "Compute attention maps", key="attn_go"):
+    if st.button("Recompute these maps" if stored else "Compute attention maps", key="attn_go", disabled=running,
+                 help="One computation per trajectory at a time: this one can start when the one in progress ends." if running else None):
         jobs.start_job(job_key, "Computing attention maps", _work(folder, request, where, s.transformers_model, s.attention_url, s.attention_token),
                        expected=_expected())
         st.rerun()
@@ -281,12 +305,12 @@ def choice_name(record: dict) -> str:
     return f"{record.get('description') or record.get('key')} · {where}"
 
 
-def stored_choices(source: pictures.TurnSource) -> None:
+def show_stored(source: pictures.TurnSource) -> None:
     """Every stored choice, by its words; its maps by turn and image, the chosen one drawn with its colour scale."""
-    from agent.attention import load_choice, stored_choices as records_of
+    from agent.attention import load_choice, stored_choices
 
     folder = source.folder
-    records = {r["key"]: r for r in records_of(folder)} if folder is not None else {}
+    records = {r["key"]: r for r in stored_choices(folder)} if folder is not None else {}
     if not records:
         st.caption("No attention maps are stored for this trajectory yet.")
         return

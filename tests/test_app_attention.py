@@ -183,3 +183,41 @@ def test_the_token_picker_offers_the_replys_tokens_and_computes_one_tokens_map(d
     assert at.selectbox(key="attn_stored").options == ["turn 3 · page aurora_water_report_2025_2 (shown in turn 1)",
                                                        "turn 3 · crop of page aurora_water_report_2025_2 (shown in turn 2)"]
     assert len(stored_maps(folder, key)) == 2
+
+
+@pytest.mark.slow
+def test_a_long_computation_leaves_the_page_usable_and_shows_its_progress(data_root, clean_env, monkeypatch):
+    """The test holds the loaded model's lock (as a generation in this process would), so the job is
+    held running: what the page draws meanwhile does not depend on timing."""
+    from pages import attention_panel, common, jobs
+    from tiny_vlm import tiny_model_dir
+
+    clean_env.setenv("VRAG_TRANSFORMERS_MODEL", str(tiny_model_dir()))
+    monkeypatch.setattr(attention_panel, "WAIT_SECONDS", 0)  # every computation counts as long
+    traj = scripted_trajectory(data_root, QUESTION, SCRIPT)
+    folder = data_root / "trajectories" / traj.id
+    at = open_panel(traj.id)
+    loaded = common.transformers_policy(str(tiny_model_dir())).loaded  # the app's shared model (st.cache_resource)
+    with loaded.lock:
+        button(at, "Compute attention maps").click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        [bar] = at.get("progress")
+        assert "Computing attention maps" in unescape_md(bar.proto.text)
+        assert button(at, "Compute attention maps").disabled  # one computation per trajectory at a time
+        assert any(m.startswith("**Turn 1**") for m in texts(at.markdown))  # the rest of the page is drawn meanwhile
+        job = jobs.get_job(f"attention:{folder}")
+        assert job is not None and not job.finished
+    assert _finished(job)
+    at.run()  # what the polling fragment triggers once the job ends
+    assert not at.get("progress") and not at.error, texts(at.error)
+    assert at.selectbox(key="attn_choice").value == "action_Lall_mean"
+    assert stored_maps(folder, "action_Lall_mean")
+
+
+def _finished(job, timeout: float = 120) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return job.finished

@@ -21,7 +21,7 @@ def test_shows_the_serve_command_paths_and_packages(data_root, clean_env):
     assert not at.exception and not at.error
     vllm, attention = texts(at.code)
     assert SERVE in vllm.splitlines()  # the exact reference command (../shared/notes/vrag-protocol.md)
-    assert "python -m agent serve-attention --model" in attention and "--token" in attention
+    assert "python -m agent serve-attention --model" in attention and "VRAG_ATTENTION_TOKEN=" in attention
     assert any("cannot reach" in unescape_md(w) for w in texts(at.warning))  # the model server is down
     paths = at.dataframe[0].value
     assert dict(zip(paths["what"], paths["path"]))["data root"] == str(data_root)
