@@ -149,41 +149,39 @@ def test_the_protocol_is_chosen_saved_reloaded_and_used_by_ask(data_root, clean_
     assert traj.config["protocol"] == "demo"
 
 
+def service_line(at, field: str | None = None, value: str | None = None, kind: str = "warning") -> str:
+    """Type `value` into the Settings field `field` (if given), then the attention service's one check line."""
+    if field is not None:
+        at.text_input(key=field).input(value).run()
+    [line] = [unescape_md(w) for w in texts(getattr(at, kind)) if "Attention service" in w]
+    return line
+
+
 def test_the_attention_service_is_checked_against_the_real_service(data_root, clean_env):
     from attention_process import attention_service
 
     at = app("pages/settings.py")
     assert any("No attention service set" in c for c in texts(at.caption))
+    url_field, token_field = "settings_attention_url", "settings_attention_token"
     closed = closed_port_url().removesuffix("/v1")
-    at.text_input(key="settings_attention_url").input(closed).run()
-    [down] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
+    down = service_line(at, url_field, closed)
     assert f"the attention service at {closed} is not reachable" in down and "Is the service started on that machine and port" in down
     with FakeOpenAIServer([]) as other:  # another kind of server at that address
         elsewhere = other.base_url.removesuffix("/v1")
-        at.text_input(key="settings_attention_url").input(elsewhere).run()
-        [wrong] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
-        assert f"{elsewhere} answered HTTP 404 to a health check, so it is probably not an attention service" in wrong
-    at.text_input(key="settings_attention_url").input("gpu-box:8003").run()
-    [bad] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
-    assert "must start with http:// or https://" in bad
+        assert f"{elsewhere} answered HTTP 404 to a health check, so it is probably not an attention service" in service_line(at, url_field, elsewhere)
+    assert "must start with http:// or https://" in service_line(at, url_field, "gpu-box:8003")
     with attention_service(token="s3cret") as url:
-        at.text_input(key="settings_attention_url").input(url).run()
-        [asks] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
-        assert f"{url} answers but needs a token" in asks
-        at.text_input(key="settings_attention_token").input("wrong").run()
-        [refused] = [unescape_md(w) for w in texts(at.warning) if "Attention service" in w]
-        assert "refused the token given" in refused
-        at.text_input(key="settings_attention_token").input("s3cret").run()
-        [up] = [unescape_md(s) for s in texts(at.success) if "Attention service" in s]
+        assert f"{url} answers but needs a token" in service_line(at, url_field, url)
+        assert "refused the token given" in service_line(at, token_field, "wrong")
+        up = service_line(at, token_field, "s3cret", kind="success")
         assert f"{url} is up:" in up and "on cpu (2 layers" in up and "0 job(s) waiting" in up
         for kind in ("caption", "warning", "success", "info", "error"):
             assert all("`" not in unescape_md(t) for t in texts(getattr(at, kind)))  # words for a person
-    assert at.text_input(key="settings_attention_token").proto.type == 1  # a password field (TextInput.PASSWORD)
+    assert at.text_input(key=token_field).proto.type == 1  # a password field (TextInput.PASSWORD)
     saved = json.loads((data_root / "settings.json").read_text())
     assert (saved["attention_url"], saved["attention_token"]) == (url, "s3cret")
     reloaded = app("pages/settings.py")
-    assert reloaded.text_input(key="settings_attention_url").value == url
+    assert reloaded.text_input(key=url_field).value == url
     assert reloaded.session_state["settings"].attention_token == "s3cret"
     next(b for b in reloaded.button if b.label == "Check again").click().run()  # the service has stopped since
-    [gone] = [unescape_md(w) for w in texts(reloaded.warning) if "Attention service" in w]
-    assert "is not reachable" in gone
+    assert "is not reachable" in service_line(reloaded)
