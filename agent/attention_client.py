@@ -23,7 +23,7 @@ from typing import Protocol
 
 import httpx
 
-from agent.attention import MapsResult, Progress, compute_maps
+from agent.attention import AttentionRun, MapsResult, Progress, compute_attention_maps, compute_maps, store_maps
 from agent.attention_cost import ReforwardEstimate, estimate_reforward
 from agent.attention_request import MapRequest
 from agent.policies.base import PolicyError
@@ -182,3 +182,51 @@ def attention_backend(model: str | LoadedQwenVL | None = None, service_url: str 
             app_hint="Give a local model folder or the attention service's address on the Settings page.",
         )
     return InProcess(model.strip() if isinstance(model, str) else model, **options)
+
+
+def compute_choice(folder, backend: AttentionBackend, request: MapRequest, progress: Progress | None = None) -> AttentionRun:
+    """Compute `request`'s maps of the saved trajectory in `folder` with `backend` and store them as
+    that choice, the record naming where they were computed (`computed_by`, for people)."""
+    run = compute_attention_maps(folder, backend, request, progress=progress, save=False)
+    return store_maps(folder, run.trajectory, run.result, extra={"computed_by": backend.describe()})
+
+
+def check_service(url: str, token: str = "", timeout: float = 3.0) -> dict:
+    """Whether the attention service at `url` answers its /health, in words for a person.
+
+    Returns {"ok", "label", "detail"} (the Settings page's check format) plus "health" (the service's
+    answer: model, device, layers, heads, queue) when it answered. Never raises.
+    """
+    label = "Attention service"
+    url = url.strip()
+    if not url:
+        return {"ok": False, "label": label, "detail": "no attention service address set; maps are computed in this process"}
+    try:
+        service = AttentionService(url, token or None, timeout=timeout)
+    except AttentionServiceError as e:
+        return {"ok": False, "label": label, "detail": f"{e}. {e.app_hint}" if e.app_hint else str(e)}
+    try:
+        health = service.health()
+    except AttentionServiceError as e:
+        if e.status == 401:
+            detail = (f"{service.url} answers but refused the token given: give the token the service was started with"
+                      if token else f"{service.url} answers but needs a token: give the token the service was started with")
+        elif e.status is not None:
+            detail = f"{service.url} answered HTTP {e.status} to a health check, so it is probably not an attention service: is this the right address and port?"
+        elif "not a JSON object" in str(e):
+            detail = f"{service.url} answered, but not as an attention service does: is this the right address and port?"
+        else:
+            detail = f"{e}. Is the service started on that machine and port, and reachable from here?"
+        return {"ok": False, "label": label, "detail": detail}
+    except (httpx.HTTPError, ValueError) as e:  # an address httpx cannot even use
+        return {"ok": False, "label": label, "detail": f"{url!r} is not a usable address ({type(e).__name__}: {e})"}
+    finally:
+        service.close()
+    if health.get("status") != "ok" or not isinstance(health.get("layers"), int):
+        return {"ok": False, "label": label, "detail": f"{service.url} answered, but not as an attention service does: is this the right address and port?"}
+    queue = health.get("queue") or {}
+    waiting = int(queue.get("waiting") or 0)
+    busy = "; a job is running" if queue.get("running") else ""
+    return {"ok": True, "label": label, "health": health,
+            "detail": (f"{service.url} is up: {health.get('model', '?')} on {health.get('device', '?')} "
+                       f"({health['layers']} layers, {health.get('heads', '?')} heads); {waiting} job(s) waiting{busy}")}

@@ -66,7 +66,8 @@ def prepare(question: str, policy_name: str, max_turns: int, index_name: str, in
     """A run and its background worker, not started yet: the page starts it (`worker.start()`) once it has
     drawn the run's Stop button, so the worker's first heavy steps (loading the index and the policy,
     the first model call) do not hold up drawing it. The worker loads the index and the policy itself."""
-    request = runs.RunRequest(question, policy=policy_name, max_turns=max_turns, gold=gold, index_name=index_name)
+    request = runs.RunRequest(question, policy=policy_name, max_turns=max_turns, gold=gold, index_name=index_name,
+                              protocol=settings.protocol)  # the Settings page's choice, recorded in the trajectory config
     run = runs.Run(request, settings, TrajectoryStore(common.trajectories_dir()),
                    open_index=lambda: common.open_index(index_folder), transformers=_transformers)
     worker = runs.Worker(run.turns(), expected=EXPECTED, name=f"ask:{question[:30]}")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common, status
+from agent import protocol
+from pages import attention_panel, common, status
 
 st.title("Settings and status")
 s = common.settings()
@@ -40,6 +41,39 @@ if s.transformers_model:
     status.show_check(status.transformers_model(s.transformers_model))
 else:
     st.caption("No folder set: the transformers policy is not available. Weights cannot be downloaded on this server.")
+
+st.subheader("Protocol")
+names = list(protocol.PROFILES)
+s.protocol = st.radio(
+    "The rules of the conversation with the model",
+    names,
+    index=names.index(s.protocol) if s.protocol in names else names.index(protocol.DEFAULT_PROFILE),
+    captions=[protocol.PROFILES[n].description for n in names],
+    key="settings_protocol",
+    help="How malformed replies are answered, how a crop is cut and how the model's replies are sent back. "
+         "Every run records the protocol it used; the released VRAG model was trained on the training rules.",
+)
+
+st.subheader("Attention maps")
+st.caption("vLLM returns no attention, so maps come from re-running a trajectory through the same weights: here, with the "
+           "local model folder above, or in an attention service started beside the model server on the GPU machine.")
+left, right = st.columns(2)
+s.attention_url = left.text_input("Attention service URL", value=s.attention_url, key="settings_attention_url",
+                                  placeholder="http://gpu-box:8003",
+                                  help="Leave empty to compute attention maps in this process.").strip()
+s.attention_token = right.text_input("Attention service token", value=s.attention_token, key="settings_attention_token", type="password",
+                                     help="The token the service was started with; empty when it asks for none.")
+if s.attention_url:
+    check_line = st.container()  # the check above its button; a click asks again before the line is drawn
+    if st.button("Check again", key="settings_attention_check", help="Ask the service for its health now (the last answer is kept for a few seconds)."):
+        attention_panel.service_check.clear()
+    with check_line:
+        status.show_check(attention_panel.service_check(s.attention_url, s.attention_token))
+else:
+    st.caption("No attention service set: maps are computed in this process, with the local model folder.")
+with st.expander("Starting the attention service on a GPU server"):
+    st.markdown("It runs on the GPU machine with the same weights vLLM serves. Give it a token when it listens on more than its own machine:")
+    st.code(attention_panel.SERVE_COMMAND, language="bash", wrap_lines=True)
 
 st.subheader("Search engine")
 mode = st.radio(

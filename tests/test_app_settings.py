@@ -19,8 +19,9 @@ def test_shows_the_serve_command_paths_and_packages(data_root, clean_env):
     clean_env.setenv("VRAG_BASE_URL", closed_port_url())
     at = app("pages/settings.py")
     assert not at.exception and not at.error
-    [code] = texts(at.code)
-    assert SERVE in code.splitlines()  # the exact reference command (../shared/notes/vrag-protocol.md)
+    vllm, attention = texts(at.code)
+    assert SERVE in vllm.splitlines()  # the exact reference command (../shared/notes/vrag-protocol.md)
+    assert "python -m agent serve-attention --model" in attention and "VRAG_ATTENTION_TOKEN=" in attention
     assert any("cannot reach" in unescape_md(w) for w in texts(at.warning))  # the model server is down
     paths = at.dataframe[0].value
     assert dict(zip(paths["what"], paths["path"]))["data root"] == str(data_root)
@@ -52,7 +53,8 @@ def test_settings_survive_a_reload_in_the_settings_file(data_root, clean_env):
     at.text_input(key="settings_transformers_model").input("/models/none-here").run()
     assert any(t.value == "Settings saved" for t in at.toast)
     saved = json.loads((data_root / "settings.json").read_text())
-    assert saved == {"base_url": "http://gpu-box:8001/v1", "model": "vrag-7b", "api_key": "secret-key", "transformers_model": "/models/none-here", "search_url": ""}
+    assert saved == {"base_url": "http://gpu-box:8001/v1", "model": "vrag-7b", "api_key": "secret-key", "transformers_model": "/models/none-here", "search_url": "",
+                     "protocol": "training", "attention_url": "", "attention_token": ""}
     reloaded = app("pages/settings.py")  # a new browser session: what a reload is
     assert reloaded.text_input(key="settings_base_url").value == "http://gpu-box:8001/v1"
     assert reloaded.text_input(key="settings_model").value == "vrag-7b"
@@ -124,3 +126,62 @@ def test_remote_search_server_is_checked_and_used_by_the_agent(data_root, clean_
     [traj] = TrajectoryStore(data_root / "trajectories").list()[0]
     assert traj.config["search"] == {"kind": "http", "url": url}
     assert traj.turns[0].shown_page_id == "aurora_water_report_2025_2" and traj.answer == "3,340"
+
+
+def test_the_protocol_is_chosen_saved_reloaded_and_used_by_ask(data_root, clean_env):
+    from agent.protocol import DEFAULT_PROFILE, PROFILES
+
+    at = app("pages/settings.py")
+    radio = at.radio(key="settings_protocol")
+    assert radio.options == list(PROFILES) and radio.value == DEFAULT_PROFILE == "training"
+    assert list(radio.proto.captions) == [p.description for p in PROFILES.values()]  # each profile's meaning, from agent/protocol.py
+    radio.set_value("demo").run()
+    assert json.loads((data_root / "settings.json").read_text())["protocol"] == "demo"
+    reloaded = app("pages/settings.py")  # a new browser session
+    assert reloaded.radio(key="settings_protocol").value == "demo"
+    reloaded.switch_page("pages/ask.py").run()  # the offline policy (the default) answers with the chosen protocol
+    reloaded.text_area(key="ask_question").input("How much water went to Hillcrest?").run()
+    next(b for b in reloaded.button if b.label == "Ask").click().run()
+    assert reloaded.session_state["ask_run"].worker.join(240)
+    reloaded.run()
+    assert not reloaded.exception
+    [traj] = TrajectoryStore(data_root / "trajectories").list()[0]
+    assert traj.config["protocol"] == "demo"
+
+
+def service_line(at, field: str | None = None, value: str | None = None, kind: str = "warning") -> str:
+    """Type `value` into the Settings field `field` (if given), then the attention service's one check line."""
+    if field is not None:
+        at.text_input(key=field).input(value).run()
+    [line] = [unescape_md(w) for w in texts(getattr(at, kind)) if "Attention service" in w]
+    return line
+
+
+def test_the_attention_service_is_checked_against_the_real_service(data_root, clean_env):
+    from attention_process import attention_service
+
+    at = app("pages/settings.py")
+    assert any("No attention service set" in c for c in texts(at.caption))
+    url_field, token_field = "settings_attention_url", "settings_attention_token"
+    closed = closed_port_url().removesuffix("/v1")
+    down = service_line(at, url_field, closed)
+    assert f"the attention service at {closed} is not reachable" in down and "Is the service started on that machine and port" in down
+    with FakeOpenAIServer([]) as other:  # another kind of server at that address
+        elsewhere = other.base_url.removesuffix("/v1")
+        assert f"{elsewhere} answered HTTP 404 to a health check, so it is probably not an attention service" in service_line(at, url_field, elsewhere)
+    assert "must start with http:// or https://" in service_line(at, url_field, "gpu-box:8003")
+    with attention_service(token="s3cret") as url:
+        assert f"{url} answers but needs a token" in service_line(at, url_field, url)
+        assert "refused the token given" in service_line(at, token_field, "wrong")
+        up = service_line(at, token_field, "s3cret", kind="success")
+        assert f"{url} is up:" in up and "on cpu (2 layers" in up and "0 job(s) waiting" in up
+        for kind in ("caption", "warning", "success", "info", "error"):
+            assert all("`" not in unescape_md(t) for t in texts(getattr(at, kind)))  # words for a person
+    assert at.text_input(key=token_field).proto.type == 1  # a password field (TextInput.PASSWORD)
+    saved = json.loads((data_root / "settings.json").read_text())
+    assert (saved["attention_url"], saved["attention_token"]) == (url, "s3cret")
+    reloaded = app("pages/settings.py")
+    assert reloaded.text_input(key=url_field).value == url
+    assert reloaded.session_state["settings"].attention_token == "s3cret"
+    next(b for b in reloaded.button if b.label == "Check again").click().run()  # the service has stopped since
+    assert "is not reachable" in service_line(reloaded)
