@@ -270,8 +270,14 @@ def test_transformers_policy_without_weights_says_what_to_do(data_root):
     assert saved(data_root) == []
 
 
+def _answer_by_question(body: dict) -> str:
+    """The reply for whichever session asks: the two runs' workers reach the server in either order."""
+    asked = json.dumps(body, ensure_ascii=False)
+    return "<think>a</think><answer>first</answer>" if "question one" in asked else "<think>b</think><answer>second</answer>"
+
+
 def test_two_sessions_keep_their_own_runs(data_root, clean_env):
-    with FakeOpenAIServer(["<think>a</think><answer>first</answer>", "<think>b</think><answer>second</answer>"]) as server:
+    with FakeOpenAIServer([_answer_by_question, _answer_by_question]) as server:
         clean_env.setenv("VRAG_BASE_URL", server.base_url)
         clean_env.setenv("VRAG_POLICY", "vllm")
         one, two = app(), app()
