@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import IndexConfig
 from .dense_store import DenseStore
-from .lexical import bm25
+from .bm25 import bm25
 from .lexical_tantivy import TantivyLexical, padding
 from .store import Chunk, HitMeta, IndexStore, SourceState
 from .tokenize import tokenize
@@ -183,7 +183,7 @@ class LocalBackend:
         return self.dense.search(vector, k)
 
     def lexical_search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """tantivy's top k, scored again with exact BM25 (lexical.py's formula, k1 and b of the config):
+        """tantivy's top k, scored again with exact BM25 (bm25.py's formula, k1 and b of the config):
         tantivy's k1 is fixed at 1.2 and its b emulated (lexical_tantivy.padding); our k1 = 0.9 is not,
         and it decided the sample report's own example question. Costs one read of k pages' term
         counts (store.term_counts: a narrow table, ~2 KB a page)."""

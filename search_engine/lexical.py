@@ -17,16 +17,6 @@ import numpy as np
 from scipy import sparse
 
 
-def bm25(tf: np.ndarray, lengths: np.ndarray, df: np.ndarray, n_pages: int, mean_length: float,
-         k1: float, b: float) -> np.ndarray:
-    """BM25 scores of pages from their term counts: tf (pages, terms), lengths (pages,), df (terms,)
-    over an index of `n_pages` pages of `mean_length` tokens on average. The formula above, in float64."""
-    tf, lengths, df = (np.asarray(a, np.float64) for a in (tf, lengths, df))
-    idf = np.log1p((n_pages - df + 0.5) / (df + 0.5))
-    norm = (1 - b + b * lengths / max(mean_length, 1.0))[:, None]
-    return (idf * tf * (k1 + 1) / (tf + k1 * norm)).sum(axis=1)
-
-
 class LexicalIndex:
     # b = 0.4 rather than the textbook 0.75: title and divider slides are a few words long, and full
     # length normalisation let them outrank the content slide on shared topic words. On the 66 tuning

@@ -167,9 +167,9 @@ def test_fusion_rejects_unknown_methods():
 
 
 def test_stored_term_counts_score_exactly_like_the_in_memory_bm25():
-    """store.encode_terms + term_frequencies + lexical.bm25 (the local backend's re-scoring of tantivy's
+    """store.encode_terms + term_frequencies + bm25.bm25 (the local backend's re-scoring of tantivy's
     candidates) give LexicalIndex's scores, including terms a page lacks and repeated query terms."""
-    from search_engine.lexical import bm25
+    from search_engine.bm25 import bm25
     from search_engine.store import encode_terms, term_frequencies, term_hash
 
     rng = np.random.default_rng(5)
