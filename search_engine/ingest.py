@@ -73,7 +73,6 @@ class Ingestor:
     def sync(self, paths, progress: Progress | None, drop_missing: bool) -> IngestReport:
         started = time.perf_counter()
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        self.backend.images.remove_orphan_images(self.backend.taken_page_ids)
         files, skipped = discover(paths, exclude=[self.backend.folder])
         report = IngestReport(skipped=list(skipped))
         known = self.backend.sources()

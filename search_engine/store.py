@@ -25,7 +25,9 @@ Crash safety:
   progress and the change-log rows commit together or not at all. A killed ingest leaves the last
   committed chunk; the next ingest resumes after it (`sources.pages_read`).
 - Page images are written before the transaction that names them and deleted after the one that
-  drops them, so a record never names a missing image; `remove_orphan_images` deletes leftovers.
+  drops them, so a record never names a missing image; `remove_orphan_images` deletes leftovers
+  at the start of the next change after one that did not finish (`begin_changes`): listing a
+  million images costs seconds, which a 10-page add should not pay.
 - The dense and lexical indexes are derived from the records and the change log. Each records
   how far into the log it is (`dense.faiss`'s sidecar, `meta.lexical_seq`); whoever opens the index
   catches up from there, so a kill between the records' commit and theirs loses nothing.
@@ -56,6 +58,7 @@ from .types import Page, TextBox
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.db"
+CHANGES_MARKER = ".changes-unfinished"  # see IndexStore.begin_changes
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources(
@@ -260,7 +263,7 @@ class IndexStore:
         for path in (self.images_dir, self.folder / "lexical", self.folder / "sources"):
             shutil.rmtree(path, ignore_errors=True)
         for name in (RECORDS_FILE, f"{RECORDS_FILE}-wal", f"{RECORDS_FILE}-shm", "config.json", "manifest.json",
-                     "dense.faiss", "dense.json", "dense.npz"):
+                     "dense.faiss", "dense.json", "dense.npz", CHANGES_MARKER):
             (self.folder / name).unlink(missing_ok=True)
 
     # ---- SQLite --------------------------------------------------------------------------------------
@@ -497,6 +500,20 @@ class IndexStore:
 
     def delete_image(self, page_id: str) -> None:
         self.image_path(page_id).unlink(missing_ok=True)
+
+    def begin_changes(self) -> bool:
+        """Mark the folder as being changed (an ingest or a removal: a file in the folder, under the
+        writer lock); True if the last change never finished (killed, or it raised), so that images
+        it wrote for pages never committed, or left after dropping their pages, may be lying around."""
+        marker = self.folder / CHANGES_MARKER
+        unfinished = marker.exists()
+        if not unfinished:
+            atomic_write(marker, b"the index is being changed, or its last change did not finish\n")
+        return unfinished
+
+    def end_changes(self) -> None:
+        """The change finished: its images are all named by committed pages, or deleted."""
+        (self.folder / CHANGES_MARKER).unlink(missing_ok=True)
 
     def remove_orphan_images(self, is_page: callable) -> int:
         """Delete images (and temp files) no page refers to: leftovers of an interrupted ingest."""
