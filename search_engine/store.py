@@ -265,6 +265,8 @@ class IndexStore:
         for name in (RECORDS_FILE, f"{RECORDS_FILE}-wal", f"{RECORDS_FILE}-shm", "config.json", "manifest.json",
                      "dense.faiss", "dense.json", "dense.npz", CHANGES_MARKER):
             (self.folder / name).unlink(missing_ok=True)
+        for path in self.folder.glob("dense-*.faiss"):
+            path.unlink(missing_ok=True)
 
     # ---- SQLite --------------------------------------------------------------------------------------
     @property
