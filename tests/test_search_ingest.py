@@ -242,3 +242,82 @@ def test_an_unexpected_sentence_transformers_pipeline_is_not_exported(tmp_path):
     (model / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(EmbedderError, match="not Transformer \\+ mean Pooling \\+ Normalize"):
         load_embedder("minilm", model_path=str(model), runtime="onnx")
+
+
+# ---- where pages are read and embedded -------------------------------------------------------------
+def _vectors(index):
+    import numpy as np
+
+    store = index.backend.store
+    vids = dict(store._query("SELECT page_id, vid FROM pages"))
+    found = store.vectors(list(vids.values()))
+    return {page_id: np.asarray(found[vid]) for page_id, vid in vids.items()}
+
+
+def test_pool_workers_embed_pages_as_this_process_does(tmp_path, open_index, monkeypatch):
+    """A big ingest reads (and embeds) in worker processes, a small one in this process: the same
+    page records and vectors either way."""
+    import numpy as np
+
+    from search_engine import ingest
+
+    texts = [f"Section {i}: the {w} budget rose by {i * 7}% in the northern region" for i, w in
+             enumerate(["water", "energy", "transport", "safety", "housing", "parks", "schools", "health"], 1)]
+    (tmp_path / "docs").mkdir()
+    make_pdf(tmp_path / "docs" / "report.pdf", texts)
+    starts = []
+    original = ingest._Readers._start
+    monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original(self))
+    small = open_index("small", IndexConfig(workers=2))
+    small.ingest([tmp_path / "docs"])
+    assert starts == []  # 8 born-digital pages: read here, no pool
+    monkeypatch.setattr(ingest, "POOL_AT_ONCE_PAGES", 4)
+    pooled = open_index("pooled", IndexConfig(workers=2))
+    pooled.ingest([tmp_path / "docs"])
+    assert starts == [1]
+    a, b = _vectors(small), _vectors(pooled)
+    assert sorted(a) == sorted(b) == [f"report_{i}" for i in range(1, 9)]
+    for page_id in a:
+        np.testing.assert_allclose(a[page_id], b[page_id], atol=1e-5)
+        assert small.page(page_id).boxes == pooled.page(page_id).boxes
+    assert [h.page_id for h in pooled.search("transport budget", top_k=1)] == ["report_3"]
+
+
+def test_a_small_ingest_of_slow_pages_starts_the_pool_after_its_first_task(tmp_path, open_index, monkeypatch):
+    """Pages that take long to read (OCR) are worth a pool even in a small ingest: the first task is
+    read here, and its pace decides."""
+    from search_engine import ingest
+
+    (tmp_path / "scans").mkdir()
+    for i in range(3):
+        make_text_image(tmp_path / "scans" / f"scan{i}.png", [f"Receipt {i}", "Total 12.50 EUR"])
+    starts = []
+    original = ingest._Readers._start
+    monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original(self))
+    monkeypatch.setattr(ingest, "POOL_WORTH_SECONDS", 0.0)  # any pace is slow enough here
+    index = open_index(config=IndexConfig(workers=2))
+    report = index.ingest([tmp_path / "scans"])
+    assert starts == [1] and sorted(report.added) == ["scan0", "scan1", "scan2"]
+    assert "Receipt 2" in index.page("scan2").text
+
+
+def test_a_ten_page_add_to_an_index_is_read_here_embedded_in_one_batch_and_committed_once(tmp_path, open_index,
+                                                                                          embedder, monkeypatch):
+    """What adding a small PDF to a big index costs: no worker processes, one call to the embedder,
+    one commit of the records (so one tantivy commit and one change-log entry)."""
+    from search_engine import ingest
+
+    make_pdf(tmp_path / "old.pdf", ["The harbour authority annual report"])
+    index = open_index(config=IndexConfig(workers=2))
+    index.ingest([tmp_path / "old.pdf"])
+    make_pdf(tmp_path / "new.pdf", [f"Chapter {i}: the {i * 3} lighthouses of the northern coast" for i in range(1, 11)])
+    starts, batches, commits = [], [], []
+    original_start, original_encode, original_commit = ingest._Readers._start, embedder.encode_texts, index.backend.commit
+    monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original_start(self))
+    monkeypatch.setattr(embedder, "encode_texts", lambda texts: batches.append(len(texts)) or original_encode(texts))
+    monkeypatch.setattr(index.backend, "commit", lambda chunks: commits.append(sum(len(c.pages) for c in chunks))
+                        or original_commit(chunks))
+    report = index.add([tmp_path / "new.pdf"])
+    assert sorted(report.added) == sorted(f"new_{i}" for i in range(1, 11))
+    assert (starts, batches, commits) == ([], [10], [10])
+    assert index.search("lighthouses of the northern coast chapter 7", top_k=1)[0].page_id == "new_7"
