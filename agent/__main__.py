@@ -44,11 +44,10 @@ def _print_failure(message: str, cli_hint: str | None = None) -> None:
         print(f"hint: {cli_hint}", file=sys.stderr)
 
 
-def _searcher(args):
-    from agent.search import HttpSearcher, LocalSearcher
-
+def _local_index(args):
+    """The --index folder, opened (None with --search-url); UserError when it is missing or empty."""
     if args.search_url:
-        return HttpSearcher(args.search_url), None
+        return None
     if not args.index:
         raise UserError("give --index DIR (a folder built with `python -m search_engine ingest`) or --search-url URL")
     folder = Path(args.index)
@@ -59,7 +58,14 @@ def _searcher(args):
     index = DocumentIndex.open(folder)
     if len(index) == 0:
         raise UserError(f"the index at {folder} has no pages: ingest files with `python -m search_engine ingest PATH... --index {folder}`")
-    return LocalSearcher(index), index
+    return index
+
+
+def _searcher(args):
+    from agent.search import HttpSearcher, LocalSearcher
+
+    index = _local_index(args)
+    return (HttpSearcher(args.search_url) if args.search_url else LocalSearcher(index)), index
 
 
 def _policy(args, index):
@@ -112,34 +118,62 @@ def _describe_turn(turn) -> str:
     return f"{head}: {turn.argument}"
 
 
+def _run_request(args):
+    """The run `ask` asks for, wired by agent/runs.py exactly as the app's Ask page wires it."""
+    from agent.runs import RunRequest
+    from agent.workspace import Settings
+
+    if args.policy == "transformers" and not args.model:
+        raise UserError("the transformers policy needs --model: a local Qwen2.5-VL folder (e.g. a download of autumncc/Qwen2.5-VL-7B-VRAG)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    urls = _base_urls(args)
+    if len(urls) > 1:
+        raise UserError("ask talks to one model server: give --base-url once")
+    settings = Settings(base_url=urls[0] or "", model=(args.model or "") if args.policy == "vllm" else "",
+                        api_key=args.api_key or "", transformers_model=(args.model or "") if args.policy == "transformers" else "",
+                        search_url=args.search_url or "")
+    options = {"temperature": args.temperature}
+    if args.policy == "vllm":
+        options |= {"max_tokens": args.max_tokens, "timeout": args.timeout}
+    elif args.policy == "transformers":
+        options |= {"max_new_tokens": args.max_tokens}
+    else:
+        options = {}
+    request = RunRequest(args.question, policy=args.policy, max_turns=args.max_turns, top_k=args.top_k,
+                         protocol=args.protocol, episode_timeout=args.episode_timeout,
+                         index_name=Path(args.index).name if args.index and not args.search_url else None, policy_options=options)
+    return request, settings
+
+
 def cmd_ask(args) -> int:
-    from agent.loop import new_trajectory, run_episode
+    from agent.runs import Run
     from agent.trajectory import TrajectoryStore
 
     if not args.question.strip():
         raise UserError("the question is empty")
-    if len(_base_urls(args)) > 1:
-        raise UserError("ask talks to one model server: give --base-url once")
-    args.base_url = _base_urls(args)[0]
-    config = _config(args)
-    searcher, index = _searcher(args)
-    policy = _policy(args, index)
-    store = TrajectoryStore(args.out)
-    trajectory = new_trajectory(args.question, policy, config, search=searcher.describe())
-    print(f"policy: {policy.describe()['description']}", flush=True)
+    _config(args)  # a bad budget is the user's mistake, said before anything loads
+    request, settings = _run_request(args)
+    index = _local_index(args)
+    run = Run(request, settings, TrajectoryStore(args.out), open_index=lambda: index, preload=False)
+    run.setup()
+    print(f"policy: {run.policy.describe()['description']}", flush=True)
     try:
-        for turn in run_episode(trajectory, policy, searcher, config):
+        for turn in run.turns():  # saved after every turn, scored at the end (agent/runs.py)
             if turn.thought:
                 print(f"    think: {turn.thought[:300]}", flush=True)
             print(_describe_turn(turn), flush=True)
-    finally:
-        folder = store.save(trajectory)  # partial trajectories are kept too
+    except KeyboardInterrupt:  # Ctrl+C is a stop: the turns so far are saved, marked stopped
+        print(f"stopped after {len(run.trajectory.turns)} turns", file=sys.stderr)
+        print(f"saved: {run.folder}")
+        return EXIT_FAILED
+    trajectory = run.trajectory
     if trajectory.error:
         _print_failure(trajectory.error, trajectory.error_hints.get("cli"))
-        print(f"saved: {folder}")
+        print(f"saved: {run.folder}")
         return EXIT_FAILED
     print(f"answer: {trajectory.answer}")
-    print(f"saved: {folder}")
+    print(f"saved: {run.folder}")
     return 0
 
 

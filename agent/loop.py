@@ -34,6 +34,7 @@ from agent.protocol import LEGACY_PROFILE, ProtocolProfile
 from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_message
 from agent.search import QueryRejected, Searcher, SearchError
 from agent.trajectory import ImageView, Trajectory, Turn
+from search_engine.model_views import ModelView, make_view
 from search_engine.query import MAX_TOP_K
 
 log = logging.getLogger(__name__)
@@ -87,23 +88,52 @@ def _join(*texts: str | None) -> str | None:
 
 
 class _Pages:
-    """Remembers the last full-resolution page, so a run of crops decodes it once."""
+    """What an episode holds of its pages.
+
+    A search turn sends the page's model view, which the searcher keeps per page
+    (`Searcher.model_view`, search_engine/model_views.py): no decode, no resize. A crop needs the
+    full-resolution page: it is decoded on the first crop of it and kept, as the reference keeps
+    its raw image, so a run of crops decodes it once. At most one decoded page is held (the
+    previous one is let go before the next is decoded), and none once the episode ends (`release`).
+    """
 
     def __init__(self, searcher: Searcher):
         self.searcher = searcher
         self.page_id: str | None = None
         self.image: Image.Image | None = None
+        self.raw_sizes: dict[str, tuple[int, int]] = {}  # of each page shown: what its crops expect
+        self.released = False
 
-    def get(self, page_id: str) -> Image.Image:
+    def view(self, page_id: str) -> ModelView:
+        model_view = getattr(self.searcher, "model_view", None)
+        if model_view is None:  # a searcher that keeps no views: make it from the page (and keep that)
+            view = make_view(self.raw(page_id))
+        else:
+            view = model_view(page_id)
+        self.raw_sizes[page_id] = view.raw_size
+        return view
+
+    def raw(self, page_id: str) -> Image.Image:
         if page_id != self.page_id:
-            self.image, self.page_id = self.searcher.page_image(page_id), page_id
+            self.image = self.page_id = None
+            image = self.searcher.page_image(page_id)
+            shown = self.raw_sizes.get(page_id)
+            if shown is not None and tuple(image.size) != tuple(shown):
+                raise SearchError(f"page {page_id} changed since it was shown: it is {image.size[0]}x{image.size[1]} "
+                                  f"now, {shown[0]}x{shown[1]} then (re-ingested during the episode?)")
+            if not self.released:  # a crop abandoned at the deadline may finish after the episode
+                self.image, self.page_id = image, page_id
+            return image
         return self.image
 
+    def release(self) -> None:
+        self.image = self.page_id = None
+        self.released = True
 
-def _show(images: dict[str, bytes], turn: Turn, image: Image.Image, view: ImageView) -> None:
-    resized, jpeg = protocol.prepare_image(image)
-    if resized.size != tuple(view.input_size):  # the view must describe exactly what was sent
-        raise AssertionError(f"sent {resized.size} but recorded {view.input_size}")
+
+def _show(images: dict[str, bytes], turn: Turn, jpeg: bytes, sent_size: tuple[int, int], view: ImageView) -> None:
+    if tuple(sent_size) != tuple(view.input_size):  # the view must describe exactly what was sent
+        raise AssertionError(f"sent {tuple(sent_size)} but recorded {view.input_size}")
     images[view.file] = jpeg
     turn.observation = view
 
@@ -115,10 +145,10 @@ def _do_search(images: dict[str, bytes], turn: Turn, shown: set[str], searcher: 
     if hit is None:
         turn.feedback = ALL_PAGES_SHOWN if hits else NO_PAGES_FOUND
         return
-    page = pages.get(hit.page_id)
-    view = protocol.page_view(f"turn{turn.index:02d}-page.jpg", hit.page_id, hit.image_file, page.size)
+    page = pages.view(hit.page_id)
+    view = protocol.page_view(f"turn{turn.index:02d}-page.jpg", hit.page_id, hit.image_file, page.raw_size)
     turn.shown_page_id = hit.page_id
-    _show(images, turn, page, view)
+    _show(images, turn, page.jpeg, page.input_size, view)
 
 
 def last_page_view(trajectory: Trajectory) -> ImageView | None:
@@ -139,9 +169,9 @@ def _do_bbox(images: dict[str, bytes], turn: Turn, parsed: ParsedReply, acted_on
             return f"{parsed.argument} leaves nothing to crop from the {page.raw_size[0]}x{page.raw_size[1]} page"
     else:
         page, region = acted_on, protocol.crop_region(acted_on, list(parsed.bbox))
-    crop = protocol.crop_page(pages.get(page.page_id), region)
+    resized, jpeg = protocol.prepare_image(protocol.crop_page(pages.raw(page.page_id), region))
     turn.bbox_model, turn.bbox_page, turn.acted_on = list(parsed.bbox), region, acted_on
-    _show(images, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", page, region))
+    _show(images, turn, jpeg, resized.size, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", page, region))
     return None
 
 
@@ -195,6 +225,14 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
         trajectory.policy = policy.describe()
     profile = protocol.profile(config.protocol)
     pages = _Pages(searcher)
+    try:
+        yield from _turns(trajectory, policy, searcher, config, profile, pages)
+    finally:  # finished, failed, or closed by its consumer: the decoded page goes with the episode
+        pages.release()
+
+
+def _turns(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig, profile: ProtocolProfile,
+           pages: _Pages) -> Iterator[Turn]:
     deadline = Deadline(config.episode_timeout)
     while len(trajectory.turns) < config.max_turns and not trajectory.finished:
         index = len(trajectory.turns)

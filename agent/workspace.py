@@ -7,7 +7,7 @@ everything the app writes (git-ignored by default):
     <data>/trajectories/<id>/  every saved run (agent/trajectory.py)
     <data>/samples/            the generated sample report
     <data>/uploads/<index>/    files uploaded on the Library page (a zip is unpacked in a subfolder)
-    <data>/settings.json       the Settings page's choices (endpoint, model, folders, search server)
+    <data>/settings.json       the Settings page's choices (endpoint, model, folders, search server, protocol, attention service)
 
 `Settings` is what the Settings page edits; defaults come from the environment so a deployment can
 preset them, and the settings file, once the user has saved something, wins over the environment.
@@ -27,6 +27,8 @@ import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from agent.protocol import DEFAULT_PROFILE, PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +210,9 @@ class Settings:
     api_key: str = "EMPTY"
     transformers_model: str = ""  # a local Qwen2.5-VL folder for the in-process policy
     search_url: str = ""  # "" = search the active index in this process; else our search server's URL
+    protocol: str = DEFAULT_PROFILE  # agent/protocol.py: the rules of the conversation with the model
+    attention_url: str = ""  # "" = attention maps computed in this process; else an attention service's URL
+    attention_token: str = ""  # the attention service's bearer token ("" when it asks for none)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -217,10 +222,20 @@ class Settings:
             api_key=os.environ.get("VRAG_API_KEY", "EMPTY"),
             transformers_model=os.environ.get("VRAG_TRANSFORMERS_MODEL", ""),
             search_url=os.environ.get("VRAG_SEARCH_URL", ""),
+            protocol=_known_protocol(os.environ.get("VRAG_PROTOCOL", DEFAULT_PROFILE)),
+            attention_url=os.environ.get("VRAG_ATTENTION_URL", ""),
+            attention_token=os.environ.get("VRAG_ATTENTION_TOKEN", ""),
         )
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _known_protocol(name: str) -> str:
+    if name in PROFILES:
+        return name
+    log.warning("VRAG_PROTOCOL=%r is not one of %s; using %s", name, ", ".join(PROFILES), DEFAULT_PROFILE)
+    return DEFAULT_PROFILE
 
 
 SETTINGS_LABELS = {  # how the Settings page names each field, for messages about the file
@@ -229,6 +244,9 @@ SETTINGS_LABELS = {  # how the Settings page names each field, for messages abou
     "api_key": "API key",
     "transformers_model": "local model folder",
     "search_url": "search server URL",
+    "protocol": "protocol",
+    "attention_url": "attention service URL",
+    "attention_token": "attention service token",
 }
 
 
@@ -259,13 +277,13 @@ def load_settings(path: Path | None = None, defaults: Settings | None = None) ->
     for key, value in data.items():
         if key not in values:
             log.info("settings file %s: ignoring unknown entry %r", path, key)
-        elif isinstance(value, str):
+        elif isinstance(value, str) and (key != "protocol" or value in PROFILES):
             values[key] = value
         else:
             wrong.append(SETTINGS_LABELS.get(key, key))
     problem = None
     if wrong:
-        problem = f"In the saved settings ({path}) the {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not text; using the default for {'it' if len(wrong) == 1 else 'them'}."
+        problem = f"In the saved settings ({path}) the {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not usable (not text, or a protocol other than {', '.join(PROFILES)}); using the default for {'it' if len(wrong) == 1 else 'them'}."
     return LoadedSettings(Settings(**values), problem, from_file=True)
 
 

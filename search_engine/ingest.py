@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from .config import IndexConfig
+from .model_views import sync_views
 from .page_reader import ReadPage, ReadSettings, Task, embedding_text, in_process_reader, init_worker, read_task
 from .pages import SourceError, count_pages
 from .sources import SourceFile, discover, file_sha256, still_there
@@ -98,6 +99,7 @@ class Ingestor:
                     report.removed += self.backend.drop_source(str(source.path))
         total = sum(n - (r.pages_read if r else 0) for *_, r, n in counted)
         self._read_all(counted, total, progress, report)
+        sync_views(self.backend.folder, report.added, report.removed, self.backend.image_path, self.config.workers)
         report.seconds = round(time.perf_counter() - started, 3)
         log.info("ingest: +%d pages, -%d pages, %d unchanged files, %d skipped, %.1f s", len(report.added),
                  len(report.removed), report.unchanged_files, len(report.skipped), report.seconds)

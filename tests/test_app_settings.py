@@ -118,6 +118,8 @@ def test_remote_search_server_is_checked_and_used_by_the_agent(data_root, clean_
         at.button_group(key="ask_policy").set_value("vllm").run()
         at.text_area(key="ask_question").input("How much water went to Hillcrest?").run()
         next(b for b in at.button if b.label == "Ask").click().run()
+        assert at.session_state["ask_run"].worker.join(120)  # the run steps in a background worker (agent/runs.py)
+        at.run()
     assert not at.exception and not at.error, texts(at.error)
     [traj] = TrajectoryStore(data_root / "trajectories").list()[0]
     assert traj.config["search"] == {"kind": "http", "url": url}

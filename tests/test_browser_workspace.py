@@ -39,7 +39,7 @@ def test_a_reload_keeps_the_pages_index_and_the_settings(server):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{url}/library?index=empty")
         page.get_by_role("heading", name="Pages of empty").wait_for(timeout=LOAD)
-        assert page.locator("[data-testid='stTopNavLink']").count() == 5  # app.py's navigation, not a list of pages/ modules
+        assert page.locator("[data-testid='stTopNavLink']").count() == 6  # app.py's navigation, not a list of pages/ modules
         assert page.get_by_text("eval view").count() == 0
         page.close()
 

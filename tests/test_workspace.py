@@ -168,7 +168,7 @@ def test_a_wrong_value_falls_back_for_that_field_only(data):
     loaded = workspace.load_settings()
     assert loaded.settings.base_url == "http://kept/v1"
     assert loaded.settings.model == Settings.from_env().model and loaded.settings.api_key == Settings.from_env().api_key
-    assert "model name, API key are not text" in loaded.problem
+    assert "model name, API key are not usable" in loaded.problem
 
 
 def test_saving_where_no_folder_can_be_made_raises_oserror(data):
@@ -176,3 +176,17 @@ def test_saving_where_no_folder_can_be_made_raises_oserror(data):
     with pytest.raises(OSError):
         workspace.save_settings(Settings())
     assert workspace.load_settings().problem is None  # nothing there to read: the defaults, quietly
+
+
+def test_the_protocol_is_saved_and_an_unknown_one_falls_back_to_the_default(data):
+    from agent.protocol import DEFAULT_PROFILE, PROFILES
+
+    assert Settings().protocol == DEFAULT_PROFILE == "training"
+    other = next(p for p in PROFILES if p != DEFAULT_PROFILE)
+    workspace.save_settings(Settings(protocol=other, attention_url="http://gpu:8010", attention_token="t"))
+    loaded = workspace.load_settings()
+    assert (loaded.settings.protocol, loaded.settings.attention_url, loaded.settings.attention_token) == (other, "http://gpu:8010", "t")
+    workspace.settings_file().write_text(json.dumps({"protocol": "made-up", "model": "kept"}))
+    loaded = workspace.load_settings()
+    assert loaded.settings.protocol == DEFAULT_PROFILE and loaded.settings.model == "kept"
+    assert "protocol" in loaded.problem and "training" in loaded.problem
