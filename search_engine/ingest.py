@@ -99,7 +99,9 @@ class Ingestor:
                     report.removed += self.backend.drop_source(str(source.path))
         total = sum(n - (r.pages_read if r else 0) for *_, r, n in counted)
         self._read_all(counted, total, progress, report)
-        sync_views(self.backend.folder, report.added, report.removed, self.backend.image_path, self.config.workers)
+        # a small add makes its few views here too: starting a pool costs more than it saves
+        sync_views(self.backend.folder, report.added, report.removed, self.backend.image_path,
+                   self.config.workers if len(report.added) >= POOL_AT_ONCE_PAGES else 0)
         report.seconds = round(time.perf_counter() - started, 3)
         log.info("ingest: +%d pages, -%d pages, %d unchanged files, %d skipped, %.1f s", len(report.added),
                  len(report.removed), report.unchanged_files, len(report.skipped), report.seconds)

@@ -303,9 +303,10 @@ def test_a_small_ingest_of_slow_pages_starts_the_pool_after_its_first_task(tmp_p
 
 def test_a_ten_page_add_to_an_index_is_read_here_embedded_in_one_batch_and_committed_once(tmp_path, open_index,
                                                                                           embedder, monkeypatch):
-    """What adding a small PDF to a big index costs: no worker processes, one call to the embedder,
-    one commit of the records (so one tantivy commit and one change-log entry)."""
-    from search_engine import ingest
+    """What adding a small PDF to a big index costs: no worker processes (for reading pages or
+    making their model views), one call to the embedder, one commit of the records (so one tantivy
+    commit and one change-log entry)."""
+    from search_engine import ingest, model_views
 
     make_pdf(tmp_path / "old.pdf", ["The harbour authority annual report"])
     index = open_index(config=IndexConfig(workers=2))
@@ -314,10 +315,14 @@ def test_a_ten_page_add_to_an_index_is_read_here_embedded_in_one_batch_and_commi
     starts, batches, commits = [], [], []
     original_start, original_encode, original_commit = ingest._Readers._start, embedder.encode_texts, index.backend.commit
     monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original_start(self))
+    original_pool = model_views.ProcessPoolExecutor
+    monkeypatch.setattr(model_views, "ProcessPoolExecutor", lambda *a, **k: starts.append("views") or original_pool(*a, **k))
     monkeypatch.setattr(embedder, "encode_texts", lambda texts: batches.append(len(texts)) or original_encode(texts))
     monkeypatch.setattr(index.backend, "commit", lambda chunks: commits.append(sum(len(c.pages) for c in chunks))
                         or original_commit(chunks))
     report = index.add([tmp_path / "new.pdf"])
     assert sorted(report.added) == sorted(f"new_{i}" for i in range(1, 11))
     assert (starts, batches, commits) == ([], [10], [10])
+    views = model_views.ModelViews(index.folder)
+    assert all(views.read(f"new_{i}", index.backend.image_path(f"new_{i}")) for i in range(1, 11))  # made at ingest
     assert index.search("lighthouses of the northern coast chapter 7", top_k=1)[0].page_id == "new_7"
