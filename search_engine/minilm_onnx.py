@@ -26,6 +26,7 @@ Threads: one intra-op thread by default, as the CLI, the server and the app sear
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -113,9 +114,9 @@ def export(model_dir: Path, out: Path) -> None:
 
     bert = AutoModel.from_pretrained(str(model_dir)).eval()
     sample = AutoTokenizer.from_pretrained(str(model_dir))(["an example question", "two"], padding=True, return_tensors="pt")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # a cache folder we cannot write: use torch
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python control flow it froze (shapes stay dynamic)
             torch.onnx.export(Pipeline(bert), tuple(sample[k] for k in INPUTS), str(tmp), input_names=list(INPUTS),
@@ -123,7 +124,8 @@ def export(model_dir: Path, out: Path) -> None:
                               dynamic_axes={**{k: {0: "batch", 1: "tokens"} for k in INPUTS}, "embedding": {0: "batch"}})
         os.replace(tmp, out)
     except Exception as e:  # torch.onnx raises many kinds; any of them means: use torch instead
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise OnnxUnavailable(f"exporting {model_dir} to ONNX failed: {e}") from e
 
 
@@ -221,7 +223,10 @@ class OnnxMiniLM:
             lowest, texts = float(found["min_cosine"]), int(found["texts"])
         except (OSError, ValueError, KeyError, TypeError):
             lowest, texts = _measure_agreement(self, Path(model_dir), self.spec.max_tokens), len(CHECK_TEXTS)
-            _write_atomically(check_file, json.dumps({"min_cosine": lowest, "texts": texts}).encode())
+            try:
+                _write_atomically(check_file, json.dumps({"min_cosine": lowest, "texts": texts}).encode())
+            except OSError as e:  # measured again by the next process
+                log.warning("cannot keep the ONNX check result at %s: %s", check_file, e)
         if not lowest >= MIN_COSINE:  # also refuses NaN
             raise OnnxUnavailable(f"its vectors differ from sentence-transformers' (lowest cosine {lowest:.6f} on "
                                   f"{texts} check texts, {MIN_COSINE} needed; {check_file})")

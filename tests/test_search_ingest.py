@@ -225,6 +225,18 @@ def test_a_graph_that_failed_its_check_is_not_used(embedder, monkeypatch, caplog
         load_embedder("minilm", runtime="onnx")
 
 
+def test_a_cache_folder_that_cannot_be_written_means_torch(tmp_path, monkeypatch, caplog):
+    """No graph cached and nowhere to write one: MiniLM runs on torch, and the log says why."""
+    import logging
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("VRAG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with caplog.at_level(logging.WARNING, logger="search_engine.embedders"):
+        embedder = load_embedder("minilm")
+    assert embedder.runtime == "torch"
+    assert any("exporting" in r.message and "a-file" in r.message for r in caplog.records), [r.message for r in caplog.records]
+
+
 def test_an_unexpected_sentence_transformers_pipeline_is_not_exported(tmp_path):
     """A model folder that is not Transformer -> mean Pooling -> Normalize (here: no Normalize) is
     refused before anything is exported; its vectors would not be the graph's."""
