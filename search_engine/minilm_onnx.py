@@ -1,15 +1,15 @@
 """all-MiniLM-L6-v2 on ONNX Runtime: the same vectors as sentence-transformers, at a third of the CPU.
 
-Why: on this machine's AMD CPU, PyTorch's small matrix products (MKL) made one query embedding cost
-~16 ms of CPU against ~5 ms for ONNX Runtime's own kernels (bench/RESULTS.md), and a fused search's
-budget is 20 ms. Page embedding (128 tokens) is ~15% cheaper too, and a process that only searches
-never imports torch (~0.5 GB of RSS and seconds of start-up).
+Why: on this machine one query embedding cost ~20 ms of CPU on torch against ~7 ms on ONNX Runtime
+(bench/RESULTS.md, issue 11 session 2), and a fused search's budget is 20 ms. A process that only
+searches also need not load torch's model (its RSS was 815 MB on torch, 554 MB on ONNX Runtime).
 
 The model is the sentence-transformers pipeline as one graph: BERT, mean pooling over the attention
 mask, L2 normalisation (the model folder's modules.json and 1_Pooling say so; anything else is
-refused). It is exported from the installed weights with torch.onnx on first use (a few seconds;
-needs torch and the `onnx` package) and cached as a file keyed by the weights file and the versions
-that made it, so later processes, and ingest workers, load only onnxruntime and the tokenizer.
+refused). It is exported from the installed weights with torch.onnx on first use (once per machine;
+70 s with the check below on this busy 2-core machine; needs torch and the `onnx` package) and
+cached as a file keyed by the weights file and the versions that made it, so later processes, and
+ingest workers, load only onnxruntime and the tokenizer.
 
 The graph is used only if it gives sentence-transformers' vectors: right after the export, both
 embed CHECK_TEXTS (empty, short, past 128 tokens, Chinese, accents, digits; one padded batch) and
