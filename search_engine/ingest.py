@@ -13,8 +13,8 @@ in that order, from the committing process.
 Where pages are read (`_Readers`): an ingest of POOL_AT_ONCE_PAGES pages or more starts its pool at
 once. A smaller one (adding a 10-page PDF to a big index, say) reads in this process, and starts the
 pool only once the pages left would take more than POOL_WORTH_SECONDS here at the rate measured so
-far: born-digital pages never pay for a pool (~50 ms a page), scans (seconds a page) get one after
-their first task. `IndexConfig.workers == 0` always reads here.
+far: a born-digital PDF of a few dozen pages (~50 ms a page) never pays for a pool, scans (seconds
+a page) get one after their first task. `IndexConfig.workers == 0` always reads here.
 
 Embedding: pool workers embed their pages' text themselves when the embedder can run there
 (page_reader.ReadSettings.embed); pages read in this process, or by an embedder that cannot, are
