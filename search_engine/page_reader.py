@@ -2,11 +2,16 @@
 
 This is the CPU-heavy part of ingestion (rendering, JPEG encoding, OCR: 98% of the time for
 image-only pages), so ingest.py runs it in a process pool, several pages per task, and commits the
-results in order. A task's result is small (boxes and sizes): the page image is written to the
-index's image folder by the worker itself, under its final name, before anything refers to it.
+results in order. A task's result is small (boxes, sizes, a vector): the page image is written to
+the index's image folder by the worker itself, under its final name, before anything refers to it.
 
-Each worker process builds its own OCR engine on first use (ONNX models, about a second) and keeps
-the last PDF open between tasks: `_WorkerState` is that per-process state.
+With a text embedder that can run outside the ingesting process (`ReadSettings.embed`: MiniLM on
+ONNX Runtime, minilm_onnx.OnnxSpec), the worker also embeds its pages' text: embedding is most of a
+born-digital page's cost (~30 of ~45 ms), and the ingesting process would otherwise do all of it on
+one core while the workers wait.
+
+Each worker process builds its own OCR engine and embedder on first use and keeps the last PDF open
+between tasks: `_WorkerState` is that per-process state.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ class ReadSettings:
     ocr_min_confidence: float
     ocr_max_side: int
     keep_rgb: bool  # the embedder reads page images: send the decoded image back too
+    embed: object = None  # minilm_onnx.OnnxSpec: embed page texts here (else the ingesting process does)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +61,19 @@ class ReadPage:
     boxes: list[TextBox]
     text_source: str
     rgb: object = None  # PIL image, only when ReadSettings.keep_rgb
+    vector: object = None  # np.ndarray of the page text's embedding, only when ReadSettings.embed
+
+
+def embedding_text(boxes: list[TextBox]) -> str:
+    """The text a page is embedded from (the same wherever it is embedded)."""
+    return " ".join(b.text for b in boxes)
 
 
 class _WorkerState:
     def __init__(self, settings: ReadSettings, ocr: OcrEngine | None = None):
         self.settings = settings
         self._ocr = ocr
+        self._embedder = None
         self._doc: tuple[Path, pymupdf.Document] | None = None
 
     @property
@@ -89,7 +102,20 @@ class _WorkerState:
         out: list[tuple[int, ReadPage | str]] = []
         for number, raw in raws:
             out.append((number, str(raw) if isinstance(raw, SourceError) else self._page(task, raw)))
+        if s.embed is not None:
+            self._embed([page for _, page in out if isinstance(page, ReadPage)])
         return out
+
+    def _embed(self, pages: list[ReadPage]) -> None:
+        if not pages:
+            return
+        if self._embedder is None:
+            from .minilm_onnx import OnnxMiniLM
+
+            self._embedder = OnnxMiniLM(self.settings.embed)
+        vectors = self._embedder.encode([embedding_text(p.boxes) for p in pages])
+        for page, vector in zip(pages, vectors):
+            page.vector = vector
 
     def _page(self, task: Task, raw: RawPage) -> ReadPage:
         boxes, text_source = page_boxes(raw, self.ocr, self.settings.min_text_chars)

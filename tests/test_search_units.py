@@ -166,6 +166,33 @@ def test_fusion_rejects_unknown_methods():
         fuse({}, FusionConfig(method="magic"), 3)
 
 
+def test_stored_term_counts_score_exactly_like_the_in_memory_bm25():
+    """store.encode_terms + term_frequencies + bm25.bm25 (the local backend's re-scoring of tantivy's
+    candidates) give LexicalIndex's scores, including terms a page lacks and repeated query terms."""
+    from search_engine.bm25 import bm25
+    from search_engine.store import encode_terms, term_frequencies, term_hash
+
+    rng = np.random.default_rng(5)
+    vocab = [f"w{i}" for i in range(200)] + ["云栖", "12.5", "don't"]
+    docs = [list(rng.choice(vocab, size=int(rng.integers(0, 300)))) for _ in range(60)]
+    ours = LexicalIndex(k1=0.9, b=0.4)
+    for i, d in enumerate(docs):
+        ours.add(i, d)
+    encoded = [encode_terms(d) for d in docs]
+    assert all(length == len(d) for (length, _), d in zip(encoded, docs))
+    mean = float(np.mean([len(d) for d in docs]))
+    for q in range(20):
+        query = sorted(set(np.random.default_rng(q).choice(vocab, size=4).tolist() + ["absent"]))
+        ids = np.array([term_hash(t) for t in query], np.uint64)
+        tf = np.vstack([term_frequencies(blob, ids) for _, blob in encoded])
+        assert tf[:, query.index("absent")].sum() == 0
+        df = np.array([sum(t in d for d in docs) for t in query], np.float32)
+        scores = bm25(tf, np.array([n for n, _ in encoded]), df, len(docs), mean, 0.9, 0.4)
+        expected_scores, expected_ids = ours.search(query, 60)
+        np.testing.assert_allclose(scores[expected_ids], expected_scores, rtol=1e-5)
+        assert set(np.flatnonzero(scores > 0)) == set(expected_ids.tolist())
+
+
 # ---- tantivy BM25 with filler terms ----------------------------------------------------------------
 def test_tantivy_with_filler_terms_ranks_like_bm25_with_our_b(tmp_path):
     """lexical_tantivy.padding: tantivy (b = 0.75 built in) plus filler terms ranks like BM25 with b = 0.4."""
