@@ -1,17 +1,23 @@
-"""Command line: ask one question, or evaluate a question set.
+"""Command line: ask one question, evaluate a question set, share saved trajectories.
 
     python -m agent ask "question" --index DIR --policy offline|vllm|transformers [--base-url URL --model NAME]
-                        [--max-turns N] [--top-k K] [--search-url URL] --out DIR
+                        [--max-turns N] [--top-k K] [--timeout S] [--episode-timeout S] [--search-url URL] --out DIR
     python -m agent eval --dataset FILE --index DIR --policy ... --out DIR [--limit N] [--judge-url URL --judge-model NAME]
                          [--concurrency N] [--base-url URL --base-url URL2 ...] [--protocol training|demo|explain] [--no-resume]
     python -m agent eval compare RUN_A RUN_B
+    python -m agent trajectories list [--store DIR]
+    python -m agent trajectories import ZIP_OR_FOLDER [--store DIR]
+    python -m agent trajectories export ID [--store DIR] [--html FILE] [--zip FILE]
 
 `ask` prints each turn as it happens, then the answer; `eval` shows a progress bar and one line per
 question on stderr and the JSON summary on stdout; it resumes a run folder (--out) by default and
 writes results.csv, results.json and summary.json into it; `eval compare` prints which questions
 flipped between two run folders and the metric deltas (JSON on stdout). Each episode is saved as a
 trajectory folder under --out.
-User mistakes and infrastructure failures print one `error:` line (exit 2 and 1), never a traceback.
+User mistakes and infrastructure failures print one `error:` line (exit 2 and 1), never a
+traceback, and a `hint:` line with what to do when there is advice; a failed question of `eval`
+is one line and the evaluation goes on (exit 1 at the end if any failed). `trajectories import`
+exits 1 when it refused something. --store defaults to the app's store (VRAG_STUDIO_DATA).
 """
 from __future__ import annotations
 
@@ -32,11 +38,16 @@ class UserError(Exception):
     """A mistake in the command line; printed as one line."""
 
 
-def _searcher(args):
-    from agent.search import HttpSearcher, LocalSearcher
+def _print_failure(message: str, cli_hint: str | None = None) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if cli_hint:
+        print(f"hint: {cli_hint}", file=sys.stderr)
 
+
+def _local_index(args):
+    """The --index folder, opened (None with --search-url); UserError when it is missing or empty."""
     if args.search_url:
-        return HttpSearcher(args.search_url), None
+        return None
     if not args.index:
         raise UserError("give --index DIR (a folder built with `python -m search_engine ingest`) or --search-url URL")
     folder = Path(args.index)
@@ -47,13 +58,22 @@ def _searcher(args):
     index = DocumentIndex.open(folder)
     if len(index) == 0:
         raise UserError(f"the index at {folder} has no pages: ingest files with `python -m search_engine ingest PATH... --index {folder}`")
-    return LocalSearcher(index), index
+    return index
+
+
+def _searcher(args):
+    from agent.search import HttpSearcher, LocalSearcher
+
+    index = _local_index(args)
+    return (HttpSearcher(args.search_url) if args.search_url else LocalSearcher(index)), index
 
 
 def _policy(args, index):
     from agent.policies import make_policy
 
     if args.policy == "vllm":
+        if args.timeout is not None and not args.timeout > 0:
+            raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
         return make_policy("vllm", base_url=args.base_url, model=args.model, api_key=args.api_key,
                            temperature=args.temperature, max_tokens=args.max_tokens, timeout=args.timeout)
     if args.policy == "transformers":
@@ -67,7 +87,8 @@ def _config(args):
     from agent.loop import AgentConfig
 
     try:
-        return AgentConfig(max_turns=args.max_turns, top_k=args.top_k, protocol=args.protocol)
+        return AgentConfig(max_turns=args.max_turns, top_k=args.top_k, protocol=args.protocol,
+                           episode_timeout=args.episode_timeout)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -84,6 +105,8 @@ def _describe_turn(turn) -> str:
     head = f"[{turn.index + 1}] {turn.action}"
     if turn.action == "invalid":
         return f"{head}: {turn.error}"
+    if turn.error:  # a search or crop not carried out (the episode's time ran out)
+        return f"{head} {turn.argument}: {turn.error}"
     if turn.action == "search":
         if turn.shown_page_id:
             score = next((h["score"] for h in turn.hits if h["page_id"] == turn.shown_page_id), 0.0)
@@ -95,34 +118,62 @@ def _describe_turn(turn) -> str:
     return f"{head}: {turn.argument}"
 
 
+def _run_request(args):
+    """The run `ask` asks for, wired by agent/runs.py exactly as the app's Ask page wires it."""
+    from agent.runs import RunRequest
+    from agent.workspace import Settings
+
+    if args.policy == "transformers" and not args.model:
+        raise UserError("the transformers policy needs --model: a local Qwen2.5-VL folder (e.g. a download of autumncc/Qwen2.5-VL-7B-VRAG)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    urls = _base_urls(args)
+    if len(urls) > 1:
+        raise UserError("ask talks to one model server: give --base-url once")
+    settings = Settings(base_url=urls[0] or "", model=(args.model or "") if args.policy == "vllm" else "",
+                        api_key=args.api_key or "", transformers_model=(args.model or "") if args.policy == "transformers" else "",
+                        search_url=args.search_url or "")
+    options = {"temperature": args.temperature}
+    if args.policy == "vllm":
+        options |= {"max_tokens": args.max_tokens, "timeout": args.timeout}
+    elif args.policy == "transformers":
+        options |= {"max_new_tokens": args.max_tokens}
+    else:
+        options = {}
+    request = RunRequest(args.question, policy=args.policy, max_turns=args.max_turns, top_k=args.top_k,
+                         protocol=args.protocol, episode_timeout=args.episode_timeout,
+                         index_name=Path(args.index).name if args.index and not args.search_url else None, policy_options=options)
+    return request, settings
+
+
 def cmd_ask(args) -> int:
-    from agent.loop import new_trajectory, run_episode
+    from agent.runs import Run
     from agent.trajectory import TrajectoryStore
 
     if not args.question.strip():
         raise UserError("the question is empty")
-    if len(_base_urls(args)) > 1:
-        raise UserError("ask talks to one model server: give --base-url once")
-    args.base_url = _base_urls(args)[0]
-    config = _config(args)
-    searcher, index = _searcher(args)
-    policy = _policy(args, index)
-    store = TrajectoryStore(args.out)
-    trajectory = new_trajectory(args.question, policy, config, search=searcher.describe())
-    print(f"policy: {policy.describe()['description']}", flush=True)
+    _config(args)  # a bad budget is the user's mistake, said before anything loads
+    request, settings = _run_request(args)
+    index = _local_index(args)
+    run = Run(request, settings, TrajectoryStore(args.out), open_index=lambda: index, preload=False)
+    run.setup()
+    print(f"policy: {run.policy.describe()['description']}", flush=True)
     try:
-        for turn in run_episode(trajectory, policy, searcher, config):
+        for turn in run.turns():  # saved after every turn, scored at the end (agent/runs.py)
             if turn.thought:
                 print(f"    think: {turn.thought[:300]}", flush=True)
             print(_describe_turn(turn), flush=True)
-    finally:
-        folder = store.save(trajectory)  # partial trajectories are kept too
+    except KeyboardInterrupt:  # Ctrl+C is a stop: the turns so far are saved, marked stopped
+        print(f"stopped after {len(run.trajectory.turns)} turns", file=sys.stderr)
+        print(f"saved: {run.folder}")
+        return EXIT_FAILED
+    trajectory = run.trajectory
     if trajectory.error:
-        print(f"error: {trajectory.error}", file=sys.stderr)
-        print(f"saved: {folder}")
+        _print_failure(trajectory.error, trajectory.error_hints.get("cli"))
+        print(f"saved: {run.folder}")
         return EXIT_FAILED
     print(f"answer: {trajectory.answer}")
-    print(f"saved: {folder}")
+    print(f"saved: {run.folder}")
     return 0
 
 
@@ -135,9 +186,11 @@ def _probe(policy) -> bool:
 
 def _question_line(progress) -> str:
     r = progress.last
-    mark = "error" if r.error else ("stopped" if r.outcome == "stopped" else ("ok" if r.correct else "wrong"))
-    line = f"[{progress.done}/{progress.total}] {r.uid}: {mark}  answer={r.answer!r} reference={r.reference_answer!r}"
-    return line + (f"  ({r.error})" if r.error else "")
+    head = f"[{progress.done}/{progress.total}] {r.uid}:"
+    if r.error:
+        return f"{head} error: {r.error}"
+    mark = "stopped" if r.outcome == "stopped" else ("ok" if r.correct else "wrong")
+    return f"{head} {mark}  answer={r.answer!r} reference={r.reference_answer!r}"
 
 
 def cmd_eval(args) -> int:
@@ -178,7 +231,7 @@ def cmd_eval(args) -> int:
     except EvalRunError as e:
         raise UserError(str(e)) from None
 
-    bar = None
+    bar, hints = None, []
 
     def progress(p) -> None:
         nonlocal bar
@@ -190,6 +243,9 @@ def cmd_eval(args) -> int:
             bar.update(1)
             bar.set_postfix(errors=p.errors, refresh=False)
             bar.write(_question_line(p), file=sys.stderr)
+            hint = p.last.error_hints.get("cli") if p.last.error else None
+            if hint and hint not in hints:
+                hints.append(hint)
 
     interrupted = False
     try:
@@ -201,6 +257,8 @@ def cmd_eval(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    for hint in hints:  # once per kind of failure, not once per question
+        print(f"hint: {hint}", file=sys.stderr)
     results, missing = run.results(examples)  # the summary is always what is on disk
     summary = summarize(results) | {"missing": len(missing), "policy": described, "protocol": config.protocol,
                                     "dataset": str(args.dataset), "out": str(args.out), "run": run.run_id}
@@ -210,7 +268,7 @@ def cmd_eval(args) -> int:
     if interrupted:
         print(f"interrupted: {len(missing)} questions not run; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return EXIT_FAILED if summary["errors"] else 0
 
 
 def cmd_compare(argv: list[str]) -> int:
@@ -232,6 +290,101 @@ def cmd_compare(argv: list[str]) -> int:
     return 0
 
 
+# --- trajectories ---------------------------------------------------------------------------------
+
+
+def _store(args):
+    from agent.trajectory import TrajectoryStore
+    from agent.workspace import trajectories_dir
+
+    return TrajectoryStore(Path(args.store) if args.store else trajectories_dir())
+
+
+def cmd_trajectories_list(args) -> int:
+    store = _store(args)
+    good, bad = store.list()
+    for t in good:
+        name = (t.policy or {}).get("name", "?")
+        question = " ".join(t.question.split())
+        print(f"{t.id}  {t.outcome:<10} {len(t.turns):>2} turns  {name:<12} {question[:70]}")
+    for tid, reason in bad:
+        print(f"{tid or store.root}  unreadable: {reason}")
+    if not good and not bad:
+        print(f"no trajectories in {store.root}", file=sys.stderr)
+    return 0
+
+
+def cmd_trajectories_import(args) -> int:
+    from agent import trajectory_io
+
+    store = _store(args)
+    source = Path(args.source).expanduser()
+    if not source.exists():
+        raise UserError(f"there is nothing at {source}: give a .zip or a folder of trajectory folders")
+    try:
+        if source.is_dir():
+            report = trajectory_io.import_folder(source, store)
+        else:
+            report = trajectory_io.import_zip(source, store, name=source.name)
+    except trajectory_io.TrajectoryImportError as e:
+        print(f"refused: {source.name}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    for tid in report.imported:
+        print(f"imported: {tid}")
+    for tid in report.already_there:
+        print(f"already in the store (left as it was): {tid}")
+    for folder, reason in report.failed:
+        print(f"refused: {folder}: {reason}", file=sys.stderr)
+    print(f"{len(report.imported)} imported, {len(report.already_there)} already there, {len(report.failed)} refused, into {store.root}")
+    return EXIT_FAILED if report.failed else 0
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_trajectories_export(args) -> int:
+    from agent import report, trajectory_io
+    from agent.trajectory import TrajectoryFormatError, check_id
+
+    if not args.html and not args.zip:
+        raise UserError("say what to write: --html FILE (a self-contained report) and/or --zip FILE (the folder, for import)")
+    store = _store(args)
+    try:
+        folder = store.path(check_id(args.id))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not folder.is_dir():
+        raise UserError(f"no trajectory {args.id!r} in {store.root} (see `python -m agent trajectories list --store {store.root}`)")
+    try:
+        trajectory = store.load(args.id)
+    except TrajectoryFormatError as e:
+        print(f"error: trajectory {args.id} cannot be exported: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        if args.html:
+            _write_atomically(Path(args.html), report.trajectory_html(trajectory, folder).encode("utf-8"))
+            print(f"wrote: {args.html}")
+        if args.zip:
+            _write_atomically(Path(args.zip), trajectory_io.export_zip(folder))
+            print(f"wrote: {args.zip}")
+    except OSError as e:
+        print(f"error: cannot write the export ({e.strerror or e}: {e.filename or ''})", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agent", description="The VRAG agent: ask a question or evaluate a question set.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--api-key", default=None)
         p.add_argument("--temperature", type=float, default=None, help="not sent unless given (the reference sends none)")
         p.add_argument("--max-tokens", type=int, default=None, help="not sent unless given")
-        p.add_argument("--timeout", type=float, default=None, help="seconds per model call (vllm)")
+        p.add_argument("--timeout", type=float, default=None, help="deadline in seconds on each whole model call, connect to last byte (vllm; default 300)")
+        p.add_argument("--episode-timeout", type=float, default=None, help="deadline in seconds on each whole question (default: none)")
         p.add_argument("--max-turns", type=int, default=10, help="model calls per question (reference UI: 3..10)")
         p.add_argument("--top-k", type=int, default=10, help="hits per search (the reference uses 10)")
         p.add_argument("--protocol", choices=list(PROFILES), default=DEFAULT_PROFILE,
@@ -271,6 +425,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the questions already done in --out (default); --no-resume runs every question again")
     common(ev)
     ev.set_defaults(func=cmd_eval)
+
+    traj = sub.add_parser("trajectories", help="list, import and export saved trajectories (to share them without the app)")
+    tsub = traj.add_subparsers(dest="action", required=True)
+
+    def store_option(p):
+        p.add_argument("--store", help="the folder of trajectory folders (default: the app's, under VRAG_STUDIO_DATA or ./data)")
+        p.add_argument("-v", "--verbose", action="store_true")
+
+    ls = tsub.add_parser("list", help="every trajectory in the store, and those that cannot be read, with why")
+    store_option(ls)
+    ls.set_defaults(func=cmd_trajectories_list)
+    imp = tsub.add_parser("import", help="copy the valid trajectories of a .zip or a folder into the store; refuse the rest, saying why")
+    imp.add_argument("source", metavar="ZIP_OR_FOLDER")
+    store_option(imp)
+    imp.set_defaults(func=cmd_trajectories_import)
+    exp = tsub.add_parser("export", help="write one trajectory as a self-contained HTML report and/or a zip")
+    exp.add_argument("id")
+    exp.add_argument("--html", metavar="FILE", help="write the HTML report here")
+    exp.add_argument("--zip", metavar="FILE", help="write the trajectory folder as a zip here (what `import` reads)")
+    store_option(exp)
+    exp.set_defaults(func=cmd_trajectories_export)
 
     # attention maps (issue 15): `serve-attention` and `attention`; the commands live in agent/attention_cli.py
     from agent.attention_cli import add_attention_commands
@@ -300,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except PolicyError as e:  # a policy that cannot start (missing weights, missing module)
-        print(f"error: {e}", file=sys.stderr)
+        _print_failure(str(e), e.cli_hint)
         return EXIT_FAILED
 
 

@@ -56,9 +56,10 @@ import numpy as np
 from agent import attention_maps as am
 from agent.attention_cost import ReforwardEstimate, estimate_reforward, up_to_turn  # noqa: F401  (the panel imports estimate_reforward from here)
 from agent.attention_request import KEY_RE, TOKEN, MapRequest
-from agent.conversation import build_messages
+from agent.conversation import build_messages, reply_segments, sent_reply
+from agent.protocol import profile_of
 from agent.qwen_model import LoadedQwenVL, load_qwen_vl
-from agent.trajectory import ImageView, Trajectory, Turn
+from agent.trajectory import ImageView, Trajectory, Turn, UnsafePathError, member_path
 
 log = logging.getLogger(__name__)
 
@@ -208,22 +209,35 @@ def read_images(folder: Path, trajectory: Trajectory) -> dict[str, bytes]:
 
 
 def _inside(folder: Path, name: str, pattern: re.Pattern = _FILE_RE) -> Path:
-    """`folder / name` after checking that `name` is a plain file name of the expected kind."""
-    if not isinstance(name, str) or not pattern.match(name) or name in (".", ".."):
+    """`folder / name` after checking that `name` is a plain file name of the expected kind that stays
+    inside the folder, links followed (agent/trajectory.py member_path)."""
+    if not isinstance(name, str) or not pattern.match(name):
         raise AttentionError(f"{name!r} is not a file name this trajectory folder may hold")
-    path = Path(folder) / name
-    if path.resolve().parent != Path(folder).resolve():
-        raise AttentionError(f"{name!r} points outside the trajectory folder")
-    return path
+    try:
+        return member_path(folder, name)
+    except UnsafePathError as e:
+        raise AttentionError(str(e)) from None
 
 
-def _reply_pieces(raw: str, offsets: np.ndarray, start: int) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
-    """Token positions of one reply and their (text, start, end) within the reply."""
-    positions = am.tokens_in_span(offsets, start, start + len(raw))
-    pieces = []
+def _reply_pieces(raw: str, sent: str, segments: list[tuple[int, int, int]], offsets: np.ndarray,
+                  start: int) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Token positions of one reply in the chat, and for each its (text, start, end): the text as the
+    model saw it, and the characters of the RECORDED reply it covers.
+
+    `sent` is the reply as the chat holds it, starting at character `start`; `segments` say where its
+    characters come from in `raw` (agent/conversation.reply_segments): the whole reply when replies
+    are sent verbatim (then text == raw[start:end]), its tag pairs joined by newlines under the training
+    profile. A token made only of a joining newline covers no recorded character: (text, k, k) at the
+    end of the tag before it. One piece per position, so `MapRequest.token` indexes both.
+    """
+    positions = am.tokens_in_span(offsets, start, start + len(sent))
+    pieces, last = [], 0
     for p in positions:
-        a, b = max(int(offsets[p, 0]) - start, 0), min(int(offsets[p, 1]) - start, len(raw))
-        pieces.append((raw[a:b], a, b))
+        a, b = max(int(offsets[p, 0]) - start, 0), min(int(offsets[p, 1]) - start, len(sent))
+        covered = [(raw_at + max(a, at) - at, raw_at + min(b, at + n) - at) for at, raw_at, n in segments if a < at + n and b > at]
+        ra, rb = (covered[0][0], covered[-1][1]) if covered else (last, last)
+        pieces.append((sent[a:b], ra, rb))
+        last = rb
     return positions, pieces
 
 
@@ -258,7 +272,9 @@ def plan_reforward(trajectory: Trajectory, images: Mapping[str, bytes] | Path | 
     merge = processor.image_processor.merge_size
     spans = am.image_token_spans(input_ids, processor.image_token_id, grids, merge)
     expanded = am.expand_image_pads(text, [e - s for s, e in spans], processor.image_token)
-    replies = am.reply_spans(expanded, [t.raw_text for t in trajectory.turns])
+    context = profile_of(trajectory).context  # the chat holds each reply as the profile sent it back
+    sent = [sent_reply(t.raw_text, context) for t in trajectory.turns]
+    replies = am.reply_spans(expanded, sent)
 
     shown = [t for t in trajectory.turns[:-1] if t.observation is not None]  # the last observation comes after every reply
     if len(shown) != len(spans):
@@ -268,12 +284,12 @@ def plan_reforward(trajectory: Trajectory, images: Mapping[str, bytes] | Path | 
     seen = 0
     reply_start: dict[int, int] = {}  # turn -> the first token at or after its reply's first character
     real = offsets[:, 1] > offsets[:, 0]
-    for turn, (start, _) in zip(trajectory.turns, replies):
-        positions, plan.reply_tokens[turn.index] = _reply_pieces(turn.raw_text, offsets, start)
+    for turn, text, (start, _) in zip(trajectory.turns, sent, replies):
+        positions, plan.reply_tokens[turn.index] = _reply_pieces(turn.raw_text, text, reply_segments(turn.raw_text, context), offsets, start)
         reply_start[turn.index] = int(np.flatnonzero(real & (offsets[:, 0] >= start))[0])  # an empty reply: its <|im_end|>
         wanted = request.turn is None or turn.index == request.turn
         if wanted:
-            tokens = _selected_tokens(turn, positions, offsets, start, request)
+            tokens = _selected_tokens(turn, text, positions, offsets, start, request)
             if seen == 0:
                 plan.skipped[turn.index] = "no image in context yet"
             elif tokens is None:
@@ -294,13 +310,15 @@ def plan_reforward(trajectory: Trajectory, images: Mapping[str, bytes] | Path | 
     return plan
 
 
-def _selected_tokens(turn: Turn, positions: np.ndarray, offsets: np.ndarray, start: int, request: MapRequest) -> np.ndarray | None:
-    """Token positions of the request's selection in one reply, or None when the reply has none."""
+def _selected_tokens(turn: Turn, sent: str, positions: np.ndarray, offsets: np.ndarray, start: int,
+                     request: MapRequest) -> np.ndarray | None:
+    """Token positions of the request's selection in one reply (`sent`, as the chat holds it), or None
+    when the reply has none."""
     if request.select == TOKEN:
         if request.token >= positions.size:
             raise AttentionError(f"turn {turn.index}'s reply has {positions.size} tokens; there is no token {request.token}")
         return positions[request.token: request.token + 1]
-    span = am.selection_span(turn.raw_text, request.select)
+    span = am.selection_span(sent, request.select)
     if span is None:
         return None
     tokens = am.tokens_in_span(offsets, start + span[0], start + span[1])

@@ -53,6 +53,9 @@ class SerializedSearch:
         with self._lock:
             return self._searcher.search(query, top_k)
 
+    def model_view(self, page_id: str):
+        return self._searcher.model_view(page_id)
+
     def page_image(self, page_id: str):
         return self._searcher.page_image(page_id)
 

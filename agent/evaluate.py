@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 from agent.eval_grounding import GoldBoxError, gold_boxes, grounding_scores
 from agent.eval_replicas import ReplicaPool, Stop, run_on_pool
 from agent.loop import AgentConfig, new_trajectory
-from agent.policies.base import Policy
+from agent.policies.base import Policy, PolicyError
 from agent.rewards import RELEASED_WEIGHTS, LLMJudge, RewardWeights, recall_at, score_trajectory
 from agent.search import Searcher
 from agent.trajectory import Trajectory, TrajectoryStore
@@ -113,7 +113,8 @@ class ExampleResult:
     invalid_turns: int
     finished: bool
     seconds: float
-    error: str | None = None
+    error: str | None = None  # why the episode (or its judge) failed; the other questions go on
+    error_hints: dict[str, str] = field(default_factory=dict)  # {"cli": ..., "app": ...}: what to do about it
     outcome: str = ""  # Trajectory.outcome: answered, no answer, error, stopped, unfinished
     protocol: str = ""  # the protocol profile it ran with (agent/protocol.py)
     grounding: dict[str, float] = field(default_factory=dict)  # agent/eval_grounding.grounding_scores
@@ -155,6 +156,7 @@ def saved_result(trajectory: Trajectory, seconds: float | None = None) -> Exampl
         finished=trajectory.finished,
         seconds=float(seconds),
         error=trajectory.error,
+        error_hints=dict(trajectory.error_hints),
         outcome=trajectory.outcome,
         protocol=str(trajectory.config.get("protocol", "")),
         grounding=grounding_scores(trajectory),
@@ -163,9 +165,19 @@ def saved_result(trajectory: Trajectory, seconds: float | None = None) -> Exampl
 
 def result_of(example: Example, trajectory: Trajectory, seconds: float, judge: LLMJudge | None = None,
               weights: RewardWeights = RELEASED_WEIGHTS) -> ExampleResult:
-    """Score `trajectory` (its rewards are set) and return its result."""
-    trajectory.rewards = score_trajectory(trajectory, judge=judge, weights=weights)
-    return saved_result(trajectory, seconds)
+    """Score `trajectory` (its rewards are set) and return its result; a judge that fails leaves the
+    exact-match scores and the result names its failure."""
+    try:
+        trajectory.rewards = score_trajectory(trajectory, judge=judge, weights=weights)
+        judge_failure = None
+    except PolicyError as e:
+        trajectory.rewards = score_trajectory(trajectory, judge=None, weights=weights)
+        judge_failure = e
+    result = saved_result(trajectory, seconds)
+    if judge_failure is not None and result.error is None:
+        result.error = f"the judge failed: {judge_failure}"
+        result.error_hints = {k: v for k, v in (("cli", judge_failure.cli_hint), ("app", judge_failure.app_hint)) if v}
+    return result
 
 
 def example_gold(example: Example) -> dict:
@@ -224,7 +236,11 @@ def evaluate(
     judge: LLMJudge | None = None,
     weights: RewardWeights = RELEASED_WEIGHTS,
 ) -> Iterator[ExampleResult]:
-    """Run one episode per example, in order, save its trajectory (if `store`), and yield its result."""
+    """Run one episode per example, in order, save its trajectory (if `store`), and yield its result.
+
+    A question whose model call, search or judge fails yields a result with `error` set (its
+    partial trajectory saved with that error) and the evaluation goes on with the next.
+    """
     for example in examples:
         yield run_example(example, policy, searcher, config, store, judge, weights)
 

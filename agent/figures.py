@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -36,6 +37,16 @@ HEAT_COLORSCALE = [
     [0.4, "rgba(253, 141, 60, 0.7)"],
     [0.7, "rgba(240, 59, 32, 0.9)"],
     [1.0, "rgba(189, 0, 38, 1.0)"],
+]
+
+
+# Model attention: transparent at 0, then blue to purple, so it reads apart from relevance when both are on.
+ATTENTION_COLORSCALE = [
+    [0.0, "rgba(222, 235, 247, 0.0)"],
+    [0.15, "rgba(158, 202, 225, 0.35)"],
+    [0.4, "rgba(66, 146, 198, 0.7)"],
+    [0.7, "rgba(84, 39, 143, 0.9)"],
+    [1.0, "rgba(63, 0, 125, 1.0)"],
 ]
 
 
@@ -185,3 +196,164 @@ def crop_figure(image: Image.Image, *, region: Box | None = None, title: str | N
     """The zoomed crop the model saw next. With `region` (the crop's page pixels) hover reads page coordinates."""
     return page_figure(image, region=region, title=title, **kwargs)
 
+
+
+# --- the turn view's figure: one picture, switchable layers, nothing drawn over the page's text ----
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image already encoded for a figure (a JPEG data URI) and its encoded size, to cache."""
+
+    uri: str
+    size: tuple[int, int]
+
+
+def encode_image(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> EncodedImage:
+    uri, size = image_data_uri(image, max_side=max_side)
+    return EncodedImage(uri, size)
+
+
+@dataclass
+class HeatLayer:
+    """A map to draw over the picture (module docstring: values[row, col] over extent, page pixels)."""
+
+    values: np.ndarray
+    extent: Box
+    name: str  # the legend entry and the colour bar's title
+    colorscale: str | list = "heat"  # "heat", "attention", or a plotly colour scale
+    zrange: tuple[float, float] | None = (0.0, 1.0)
+
+
+COLOURSCALES = {"heat": HEAT_COLORSCALE, "attention": ATTENTION_COLORSCALE}
+LEGEND_MARGIN = 34  # px above the picture for the legend (the layers, by name)
+MODEBAR_MARGIN = 34  # px right of the picture for the vertical mode bar
+COLOURBAR_MARGIN = 58  # px below the picture per row of colour bars
+
+
+def figure_height(region: Box, plot_width: int, heat_layers: int, max_height: int = 2400) -> int:
+    """The figure height at which a picture of `region` fills `plot_width` px (plus the margins)."""
+    x0, y0, x1, y1 = (float(v) for v in region)
+    picture = plot_width * (y1 - y0) / (x1 - x0)
+    return int(min(max_height, picture + LEGEND_MARGIN + (COLOURBAR_MARGIN if heat_layers else 6)))
+
+
+def layered_figure(
+    picture: Image.Image | EncodedImage,
+    *,
+    region: Box,
+    heatmaps: Sequence[HeatLayer] = (),
+    outlines: Sequence[tuple[Box, str, str, str] | tuple[Box, str, str, str, str]] = (),
+    opacity: float = 0.5,
+    height: int | None = None,
+    uirevision: str = "page",
+    max_side: int = DISPLAY_MAX_SIDE,
+) -> go.Figure:
+    """The picture of `region` (page pixels) with maps and outlines as layers a person can switch.
+
+    `outlines` are (box, name, colour, dash[, fill]); outlines of one name form one legend entry. Nothing
+    is written on the picture itself: every layer is named in the legend above it (a click there
+    hides or shows it), each map has its colour bar below it, and the vertical mode bar sits in
+    the right margin, so no label covers the page's own text.
+    """
+    encoded = picture if isinstance(picture, EncodedImage) else encode_image(picture, max_side)
+    x0, y0, x1, y1 = (float(v) for v in region)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"region {region} is empty: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
+    shown_w, shown_h = encoded.size
+    dx, dy = (x1 - x0) / shown_w, (y1 - y0) / shown_h
+    fig = go.Figure()
+    fig.add_trace(go.Image(source=encoded.uri, x0=x0 + dx / 2, y0=y0 + dy / 2, dx=dx, dy=dy, name="page",
+                           hovertemplate="x %{x:.0f}, y %{y:.0f}<extra>page pixels</extra>"))
+    for i, heat in enumerate(heatmaps):
+        trace = heatmap_trace(heat.values, heat.extent, opacity=opacity, colorscale=COLOURSCALES.get(heat.colorscale, heat.colorscale),
+                              zrange=heat.zrange, name=heat.name)
+        trace.update(showlegend=True, legendgroup=heat.name, colorbar=dict(
+            orientation="h", x=0.5 * i, xanchor="left", y=0, yanchor="top", ypad=4, len=0.46, thickness=10,
+            title=dict(text=heat.name, side="top"), tickfont=dict(size=11),
+        ))
+        fig.add_trace(trace)
+    shapes, named = [], set()
+    for box, name, colour, dash, *fill in outlines:
+        bx0, by0, bx1, by1 = (float(v) for v in box)
+        shapes.append(dict(type="rect", xref="x", yref="y", x0=bx0, y0=by0, x1=bx1, y1=by1, name=name, legendgroup=name,
+                           showlegend=name not in named, line=dict(color=colour, width=2.5, dash=dash),
+                           fillcolor=fill[0] if fill else "rgba(0,0,0,0)"))
+        named.add(name)
+    fig.update_layout(shapes=shapes)
+    fig.update_xaxes(range=[x0, x1], showgrid=False, zeroline=False, constrain="domain", constraintoward="left", showticklabels=False, ticks="",
+                     showline=True, mirror=True, linecolor="#c8c8c8")
+    fig.update_yaxes(range=[y1, y0], showgrid=False, zeroline=False, scaleanchor="x", scaleratio=1, constrain="domain",
+                     constraintoward="top", showticklabels=False, ticks="", showline=True, mirror=True, linecolor="#c8c8c8")
+    fig.update_layout(
+        height=height,
+        margin=dict(l=2, r=MODEBAR_MARGIN, t=LEGEND_MARGIN, b=COLOURBAR_MARGIN if heatmaps else 6),
+        legend=dict(orientation="h", x=0, xanchor="left", y=1, yanchor="bottom", font=dict(size=13), itemclick="toggle"),
+        modebar=dict(orientation="v"),
+        dragmode="zoom",
+        uirevision=uirevision,
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+MODEBAR_CONFIG = {
+    "displaylogo": False,
+    "displayModeBar": True,
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines", "hoverClosestCartesian", "hoverCompareCartesian"],
+    "scrollZoom": True,
+}
+
+
+# --- the episode graph (agent/episode_graph.py) ----------------------------------------------------
+
+GRAPH_STYLE = {  # kind -> (legend name, marker symbol, colour)
+    "question": ("question", "diamond", "#333333"),
+    "query": ("search query", "circle", "#1f77b4"),
+    "page": ("page shown", "square", "#1f9d55"),
+    "crop": ("crop", "square-open", "#d62728"),
+    "answer": ("answer", "star", "#e0a100"),
+    "invalid": ("invalid reply", "x", "#8c8c8c"),
+}
+EDGE_STYLE = {"asked": "solid", "brought": "solid", "found again": "dot", "cropped": "solid", "answered": "dash", "invalid": "dot"}
+GRAPH_ROW_PX = 64
+
+
+def graph_figure(graph, current_turn: int | None = None) -> tuple[go.Figure, list[list[int]]]:
+    """The episode graph as a figure, and per trace the turn each of its points opens (for on_select).
+
+    Nodes of the current turn are ringed. Hover shows each node's full text; labels sit beside nodes.
+    """
+    fig = go.Figure()
+    turns: list[list[int]] = []
+    position = {n.key: (n.column, n.row) for n in graph.nodes}
+    for kind in sorted({e.kind for e in graph.edges}):
+        xs, ys = [], []
+        for edge in (e for e in graph.edges if e.kind == kind):
+            (x0, y0), (x1, y1) = position[edge.source], position[edge.target]
+            xs += [x0, x1, None]
+            ys += [y0, y1, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#b0b0b0", width=1.5, dash=EDGE_STYLE.get(kind, "solid")),
+                                 hoverinfo="skip", showlegend=False, name=kind))
+        turns.append([])
+    for kind in (k for k in GRAPH_STYLE if any(n.kind == k for n in graph.nodes)):
+        nodes = [n for n in graph.nodes if n.kind == kind]
+        name, symbol, colour = GRAPH_STYLE[kind]
+        ring = ["#000000" if current_turn is not None and n.turn == current_turn and kind != "question" else colour for n in nodes]
+        fig.add_trace(go.Scatter(
+            x=[n.column for n in nodes], y=[n.row for n in nodes], mode="markers+text", name=name,
+            text=[n.label for n in nodes], textposition="bottom center", textfont=dict(size=12),
+            customdata=[[n.turn, n.detail] for n in nodes], hovertemplate="%{customdata[1]}<extra></extra>",
+            marker=dict(symbol=symbol, size=20, color=colour, line=dict(color=ring, width=[3 if r == "#000000" else 1 for r in ring])),
+        ))
+        turns.append([n.turn for n in nodes])
+    rows = max([n.row for n in graph.nodes] + [0]) + 1
+    columns = max([n.column for n in graph.nodes] + [0])
+    fig.update_xaxes(visible=False, range=[-0.4, columns + 0.4], fixedrange=True)
+    fig.update_yaxes(visible=False, range=[rows - 0.4, -0.6], fixedrange=True)
+    fig.update_layout(
+        height=int(110 + GRAPH_ROW_PX * rows), margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
+        legend=dict(orientation="h", x=0, y=1, yanchor="bottom"), clickmode="event+select", dragmode=False,
+        hoverlabel=dict(namelength=-1),
+    )
+    return fig, turns

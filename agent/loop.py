@@ -11,28 +11,34 @@ sent back; it is recorded in `trajectory.config["protocol"]`.
 The observation before the last call of the budget carries the final-turn nudge; a budget spent
 without an answer leaves the reference's fallback text as the answer (finished stays False).
 Infrastructure failures (PolicyError, SearchError) end the episode cleanly with
-`trajectory.error` set and the turns so far kept; anything else is a bug and raises.
+`trajectory.error` set (and `trajectory.error_hints`, what to do about it) and the turns so far
+kept; so does passing `AgentConfig.episode_timeout`. Anything else is a bug and raises. Failures
+are logged at INFO only: the caller reports `trajectory.error` to the person, once.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterator, TypeVar
 
 from PIL import Image
 
 from agent import protocol
 from agent.conversation import build_messages
+from agent.deadline import Deadline, DeadlinePassed, run_before
 from agent.parsing import ParsedReply, read_reply
 from agent.policies.base import Policy, PolicyError
-from agent.protocol import LEGACY_PROFILE
+from agent.protocol import LEGACY_PROFILE, ProtocolProfile
 from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_message
 from agent.search import QueryRejected, Searcher, SearchError
 from agent.trajectory import ImageView, Trajectory, Turn
+from search_engine.model_views import ModelView, make_view
 from search_engine.query import MAX_TOP_K
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,16 +48,25 @@ class AgentConfig:
     # the protocol profile (agent/protocol.py). The library keeps today's "demo" rules; the CLI and
     # Settings default to protocol.DEFAULT_PROFILE ("training", what the released model was trained on)
     protocol: str = LEGACY_PROFILE
+    # seconds for the whole episode (None: no limit). A model call or tool call still running when it
+    # passes is abandoned: the episode ends at once with `trajectory.error` set and the turns so far
+    # kept. The vLLM policy's call then stops reading within moments; an in-process model, or a local
+    # search loading its embedder, finishes in the background and its result is dropped.
+    episode_timeout: float | None = None
 
     def __post_init__(self):
-        if not isinstance(self.max_turns, int) or self.max_turns < 1:
+        if isinstance(self.max_turns, bool) or not isinstance(self.max_turns, int) or self.max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
-        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {self.top_k!r}")
         protocol.profile(self.protocol)  # ValueError naming the profiles
+        timeout = self.episode_timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf):
+            raise ValueError(f"episode_timeout must be a positive number of seconds, got {timeout!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings recorded on a trajectory (limits left unset are left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def new_trajectory(question: str, policy: Policy, config: AgentConfig, gold: dict | None = None, **extra_config) -> Trajectory:
@@ -73,39 +88,67 @@ def _join(*texts: str | None) -> str | None:
 
 
 class _Pages:
-    """Remembers the last full-resolution page, so a run of crops decodes it once."""
+    """What an episode holds of its pages.
+
+    A search turn sends the page's model view, which the searcher keeps per page
+    (`Searcher.model_view`, search_engine/model_views.py): no decode, no resize. A crop needs the
+    full-resolution page: it is decoded on the first crop of it and kept, as the reference keeps
+    its raw image, so a run of crops decodes it once. At most one decoded page is held (the
+    previous one is let go before the next is decoded), and none once the episode ends (`release`).
+    """
 
     def __init__(self, searcher: Searcher):
         self.searcher = searcher
         self.page_id: str | None = None
         self.image: Image.Image | None = None
+        self.raw_sizes: dict[str, tuple[int, int]] = {}  # of each page shown: what its crops expect
+        self.released = False
 
-    def get(self, page_id: str) -> Image.Image:
+    def view(self, page_id: str) -> ModelView:
+        model_view = getattr(self.searcher, "model_view", None)
+        if model_view is None:  # a searcher that keeps no views: make it from the page (and keep that)
+            view = make_view(self.raw(page_id))
+        else:
+            view = model_view(page_id)
+        self.raw_sizes[page_id] = view.raw_size
+        return view
+
+    def raw(self, page_id: str) -> Image.Image:
         if page_id != self.page_id:
-            self.image, self.page_id = self.searcher.page_image(page_id), page_id
+            self.image = self.page_id = None
+            image = self.searcher.page_image(page_id)
+            shown = self.raw_sizes.get(page_id)
+            if shown is not None and tuple(image.size) != tuple(shown):
+                raise SearchError(f"page {page_id} changed since it was shown: it is {image.size[0]}x{image.size[1]} "
+                                  f"now, {shown[0]}x{shown[1]} then (re-ingested during the episode?)")
+            if not self.released:  # a crop abandoned at the deadline may finish after the episode
+                self.image, self.page_id = image, page_id
+            return image
         return self.image
 
+    def release(self) -> None:
+        self.image = self.page_id = None
+        self.released = True
 
-def _show(trajectory: Trajectory, turn: Turn, image: Image.Image, view: ImageView) -> None:
-    resized, jpeg = protocol.prepare_image(image)
-    if resized.size != tuple(view.input_size):  # the view must describe exactly what was sent
-        raise AssertionError(f"sent {resized.size} but recorded {view.input_size}")
-    trajectory.images[view.file] = jpeg
+
+def _show(images: dict[str, bytes], turn: Turn, jpeg: bytes, sent_size: tuple[int, int], view: ImageView) -> None:
+    if tuple(sent_size) != tuple(view.input_size):  # the view must describe exactly what was sent
+        raise AssertionError(f"sent {tuple(sent_size)} but recorded {view.input_size}")
+    images[view.file] = jpeg
     turn.observation = view
 
 
-def _do_search(trajectory: Trajectory, turn: Turn, searcher: Searcher, pages: _Pages, top_k: int) -> None:
+def _do_search(images: dict[str, bytes], turn: Turn, shown: set[str], searcher: Searcher, pages: _Pages, top_k: int) -> None:
     hits = searcher.search(turn.argument, top_k)
     turn.hits = [h.to_dict() for h in hits]
-    shown = set(trajectory.retrieved_pages)
     hit = next((h for h in hits if h.page_id not in shown), None)
     if hit is None:
         turn.feedback = ALL_PAGES_SHOWN if hits else NO_PAGES_FOUND
         return
-    page = pages.get(hit.page_id)
-    view = protocol.page_view(f"turn{turn.index:02d}-page.jpg", hit.page_id, hit.image_file, page.size)
+    page = pages.view(hit.page_id)
+    view = protocol.page_view(f"turn{turn.index:02d}-page.jpg", hit.page_id, hit.image_file, page.raw_size)
     turn.shown_page_id = hit.page_id
-    _show(trajectory, turn, page, view)
+    _show(images, turn, page.jpeg, page.input_size, view)
 
 
 def last_page_view(trajectory: Trajectory) -> ImageView | None:
@@ -116,19 +159,59 @@ def last_page_view(trajectory: Trajectory) -> ImageView | None:
     return None
 
 
-def _do_bbox(trajectory: Trajectory, turn: Turn, parsed: ParsedReply, acted_on: ImageView, pages: _Pages, crop_rule: str) -> str | None:
+def _do_bbox(images: dict[str, bytes], turn: Turn, parsed: ParsedReply, acted_on: ImageView, last_page: ImageView | None,
+             pages: _Pages, crop_rule: str) -> str | None:
     """Crop and show; returns why the crop failed (the training rule only), else None."""
     if crop_rule == "training":
-        page = last_page_view(trajectory)
+        page = last_page
         region = protocol.training_crop_box(list(parsed.bbox), acted_on.input_size, page.raw_size)
         if region is None:
             return f"{parsed.argument} leaves nothing to crop from the {page.raw_size[0]}x{page.raw_size[1]} page"
     else:
         page, region = acted_on, protocol.crop_region(acted_on, list(parsed.bbox))
-    crop = protocol.crop_page(pages.get(page.page_id), region)
+    resized, jpeg = protocol.prepare_image(protocol.crop_page(pages.raw(page.page_id), region))
     turn.bbox_model, turn.bbox_page, turn.acted_on = list(parsed.bbox), region, acted_on
-    _show(trajectory, turn, crop, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", page, region))
+    _show(images, turn, jpeg, resized.size, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", page, region))
     return None
+
+
+def _carry_out(turn: Turn, parsed: ParsedReply, trajectory: Trajectory, acted_on: ImageView | None, searcher: Searcher,
+               pages: _Pages, top_k: int, profile: ProtocolProfile) -> tuple[Turn, dict[str, bytes], SearchError | None]:
+    """A valid search or bbox, done on a copy of `turn`: (the turn as far as it got, the JPEGs it showed,
+    the search failure that stopped it, if any; e.g. hits found but the page image not fetched).
+    A bbox the profile's crop rule cannot cut comes back as an invalid turn with the profile's feedback.
+
+    Nothing the episode holds is changed, so a call abandoned at the episode's deadline leaves no trace.
+    """
+    turn, images = replace(turn), {}
+    try:
+        if parsed.action == "search":
+            _do_search(images, turn, set(trajectory.retrieved_pages), searcher, pages, top_k)
+        elif (failed := _do_bbox(images, turn, parsed, acted_on, last_page_view(trajectory), pages, profile.crop)) is not None:
+            turn.action, turn.error = "invalid", f"bbox cannot be cropped: {failed}"
+            turn.feedback = feedback_message(profile.feedback, "bbox_crop_failed", failed)
+    except SearchError as e:  # (a QueryRejected is not one: it goes to the caller, who tells the model)
+        return turn, {}, e
+    return turn, images, None
+
+
+def _within(deadline: Deadline, call: Callable[[], T], name: str) -> T:
+    """`call()`, within what is left of the episode's time (DeadlinePassed if not); direct without a limit."""
+    remaining = deadline.remaining()
+    if remaining is None:
+        return call()
+    return run_before(lambda _cancelled: call(), remaining, name=name)
+
+
+def _fail(trajectory: Trajectory, message: str, cli_hint: str | None = None, app_hint: str | None = None) -> None:
+    trajectory.error = message
+    trajectory.error_hints = {k: v for k, v in (("cli", cli_hint), ("app", app_hint)) if v}
+    log.info("episode %s ended: %s", trajectory.id, message)
+
+
+def _out_of_time(trajectory: Trajectory, config: AgentConfig, during: str, kept: int) -> None:
+    _fail(trajectory, f"the episode did not finish within its {config.episode_timeout:g} s limit ({during}; {kept} turns kept)",
+          cli_hint="raise --episode-timeout, or lower --max-turns", app_hint="allow the run more time, or lower the turn budget")
 
 
 def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig) -> Iterator[Turn]:
@@ -142,15 +225,29 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
         trajectory.policy = policy.describe()
     profile = protocol.profile(config.protocol)
     pages = _Pages(searcher)
+    try:
+        yield from _turns(trajectory, policy, searcher, config, profile, pages)
+    finally:  # finished, failed, or closed by its consumer: the decoded page goes with the episode
+        pages.release()
+
+
+def _turns(trajectory: Trajectory, policy: Policy, searcher: Searcher, config: AgentConfig, profile: ProtocolProfile,
+           pages: _Pages) -> Iterator[Turn]:
+    deadline = Deadline(config.episode_timeout)
     while len(trajectory.turns) < config.max_turns and not trajectory.finished:
         index = len(trajectory.turns)
+        if deadline.passed:
+            _out_of_time(trajectory, config, f"before turn {index + 1}", index)
+            return
         messages = build_messages(trajectory, trajectory.images.__getitem__)
         started = time.perf_counter()
         try:
-            completion = policy.complete(messages)
+            completion = _within(deadline, lambda: policy.complete(messages), "policy-call")
         except PolicyError as e:
-            trajectory.error = str(e)
-            log.warning("policy failed at turn %d: %s", index, e)
+            _fail(trajectory, str(e), e.cli_hint, e.app_hint)
+            return
+        except DeadlinePassed:
+            _out_of_time(trajectory, config, f"the model was still answering turn {index + 1}", index)
             return
         model_seconds = time.perf_counter() - started
         text = completion.text if isinstance(completion.text, str) else ""
@@ -172,16 +269,17 @@ def run_episode(trajectory: Trajectory, policy: Policy, searcher: Searcher, conf
                 turn.error, turn.feedback = parsed.error, feedback_message(profile.feedback, parsed.error_code, parsed.detail)
             elif parsed.action == "answer":
                 trajectory.answer, trajectory.finished = parsed.argument, True
-            elif parsed.action == "search":
-                _do_search(trajectory, turn, searcher, pages, config.top_k)
-            elif (failed := _do_bbox(trajectory, turn, parsed, acted_on, pages, profile.crop)) is not None:
-                turn.action, turn.error = "invalid", f"bbox cannot be cropped: {failed}"
-                turn.feedback = feedback_message(profile.feedback, "bbox_crop_failed", failed)
+            else:
+                turn, images, failure = _within(deadline, lambda: _carry_out(turn, parsed, trajectory, acted_on, searcher, pages,
+                                                                          config.top_k, profile), f"{parsed.action}-call")
+                trajectory.images.update(images)
+                if failure is not None:
+                    _fail(trajectory, str(failure))
         except QueryRejected as e:  # the model's query, refused by the engine: tell the model
             turn.action, turn.error, turn.feedback = "invalid", f"search refused: {e}", feedback_message(profile.feedback, "bad_query", str(e))
-        except SearchError as e:
-            trajectory.error = str(e)
-            log.warning("search failed at turn %d: %s", index, e)
+        except DeadlinePassed:  # the model's reply is kept; what it asked for was not done
+            turn.error = f"the {parsed.action} was not carried out: the episode's time ran out"
+            _out_of_time(trajectory, config, f"turn {index + 1}'s {parsed.action} was still running", index + 1)
         turn.tool_seconds = time.perf_counter() - started
         if not trajectory.finished and trajectory.error is None and index == config.max_turns - 2:
             turn.feedback = _join(turn.feedback, FINAL_TURN_NUDGE)

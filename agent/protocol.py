@@ -18,17 +18,16 @@ A profile names one choice per rule; the loop, the parser and the conversation r
 from __future__ import annotations
 
 import base64
-import io
-import math
-
 from dataclasses import asdict, dataclass
 
 from PIL import Image
 
 from agent.trajectory import Box, ImageView, Trajectory
+# What the model sees of an image (the pixel bounds, `input_size`, `prepare_image`) is defined once,
+# beside the per-page cache of its results: search_engine/model_views.py (ingest needs the rule, and
+# imports run agent -> search_engine). These are the protocol's names for it.
+from search_engine.model_views import MAX_PIXELS, MIN_PIXELS, input_size, prepare_image  # noqa: F401
 
-MIN_PIXELS = 256 * 28 * 28  # 200,704
-MAX_PIXELS = 512 * 28 * 28  # 401,408
 CROP_PADDING = 56  # raw pixels added on each side of a bbox before cropping (demo client)
 TRAINING_CROP_PADDING = 28  # pixels of the last image in context added on each side (training loop, validation)
 MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's image processor refuses a longer side over 200x the shorter
@@ -102,38 +101,6 @@ def reuse_page_memory(blocks: int = PAGE_MEMORY_BLOCKS) -> None:
     no pixel. Process-wide, so entry points (app, CLI, benchmarks) call it, not imports.
     """
     Image.core.set_blocks_max(blocks)
-
-
-def input_size(width: int, height: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """The (w, h) an image of (width, height) is resized to before it is sent to the model.
-
-    Shrink first, then grow, exactly in the reference order; each side is truncated to int.
-    (`max(1, ...)` only guards degenerate slivers where the reference itself would fail.)
-    """
-    w, h = width, height
-    if w * h > max_pixels:
-        f = math.sqrt(max_pixels / (w * h))
-        w, h = max(1, int(w * f)), max(1, int(h * f))
-    if w * h < min_pixels:
-        f = math.sqrt(min_pixels / (w * h))
-        w, h = max(1, int(w * f)), max(1, int(h * f))
-    return w, h
-
-
-def prepare_image(image: Image.Image) -> tuple[Image.Image, bytes]:
-    """Resize `image` for the model and encode it: returns (resized RGB image, JPEG bytes).
-
-    Plain `Image.resize` (PIL's default filter) then RGB conversion, then JPEG at PIL's default
-    quality, as the reference client does.
-    """
-    size = input_size(*image.size)
-    if size != image.size:
-        image = image.resize(size)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG")
-    return image, buf.getvalue()
 
 
 def image_url(jpeg: bytes) -> str:

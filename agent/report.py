@@ -4,6 +4,9 @@ Everything is inside the file: the images the model saw as base64 JPEG data URIs
 acted on with the crop box drawn, and the styles; no scripts, no external requests (a
 Content-Security-Policy forbids both). Every piece of text that came from a model, a user or a
 file name goes through `html.escape`, so a reply containing `<script>` shows as text.
+Images are read only through `trajectory.image_path` (inside the trajectory's own folder) and are
+embedded only when they decode as a JPEG or PNG; anything else is reported as unreadable, so the
+report never carries a file a record names outside its folder, or bytes that are not a picture.
 No Streamlit here: the Trajectories page only offers the result for download.
 """
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
+import warnings
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from agent.trajectory import ImageView, Trajectory, Turn
+from agent.trajectory import ImageView, Trajectory, TrajectoryFormatError, Turn, image_path
+
+log = logging.getLogger(__name__)
 
 CROP_COLOUR = (214, 39, 40)
 BBOX_COLOUR = (31, 119, 180)
@@ -37,8 +44,21 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _data_uri(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+def _data_uri(data: bytes) -> str:
+    mime = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _picture(data: bytes) -> Image.Image | None:
+    """`data` decoded, if it is a JPEG or PNG picture (None otherwise: never embedded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["JPEG", "PNG"])
+            image.load()
+        return image
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None
 
 
 def _page_to_view(view: ImageView, box: list[float]) -> list[float]:
@@ -49,32 +69,41 @@ def _page_to_view(view: ImageView, box: list[float]) -> list[float]:
     return [(box[0] - x0) * iw / rw, (box[1] - y0) * ih / rh, (box[2] - x0) * iw / rw, (box[3] - y0) * ih / rh]
 
 
-def _with_boxes(jpeg: bytes, boxes: list[tuple[list[float], tuple[int, int, int]]]) -> bytes:
-    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+def _with_boxes(image: Image.Image, boxes: list[tuple[list[float], tuple[int, int, int]]]) -> bytes:
+    image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     width = max(2, image.width // 200)
     for box, colour in boxes:
-        draw.rectangle([round(v) for v in box], outline=colour, width=width)
+        x1, y1, x2, y2 = (round(v) for v in box)
+        draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=colour, width=width)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=88)
     return out.getvalue()
 
 
 class _Images:
+    """The pictures the model saw: in memory, or in the trajectory's folder (and nowhere else)."""
+
     def __init__(self, trajectory: Trajectory, folder: Path | None):
         self.trajectory, self.folder = trajectory, folder
 
-    def get(self, view: ImageView) -> bytes | None:
+    def get(self, view: ImageView) -> tuple[bytes, Image.Image] | None:
+        """(bytes, decoded picture) of `view`, or None if it is missing, unreadable or not a picture."""
         data = self.trajectory.images.get(view.file)
-        if data is None and self.folder is not None and (self.folder / view.file).is_file():
-            data = (self.folder / view.file).read_bytes()
-        return data
+        if data is None and self.folder is not None:
+            try:
+                data = image_path(self.folder, view).read_bytes()
+            except (TrajectoryFormatError, OSError) as e:
+                log.info("report: no picture for %r: %s", view.file, e)
+                return None
+        picture = _picture(data) if data is not None else None
+        return (data, picture) if picture is not None else None
 
 
-def _figure(jpeg: bytes | None, caption: str) -> str:
-    if jpeg is None:
-        return f"<div><p class='meta'>{_e(caption)}: image missing</p></div>"
-    return f"<div><img alt='{_e(caption)}' src='{_data_uri(jpeg)}'><p class='meta'>{_e(caption)}</p></div>"
+def _figure(data: bytes | None, caption: str) -> str:
+    if data is None:
+        return f"<div><p class='meta'>{_e(caption)}: image missing or unreadable</p></div>"
+    return f"<div><img alt='{_e(caption)}' src='{_data_uri(data)}'><p class='meta'>{_e(caption)}</p></div>"
 
 
 def _turn_html(turn: Turn, images: _Images) -> str:
@@ -97,16 +126,18 @@ def _turn_html(turn: Turn, images: _Images) -> str:
         parts.append(f"<table><tr><th>rank</th><th>page</th><th>score</th><th></th></tr>{rows}</table>")
     figures = []
     if turn.action == "bbox" and turn.acted_on is not None:
-        acted = images.get(turn.acted_on)
-        if acted is not None:
+        found = images.get(turn.acted_on)
+        acted = None
+        if found is not None:
             boxes = [(_page_to_view(turn.acted_on, turn.bbox_page), CROP_COLOUR)] if turn.bbox_page else []
             if turn.bbox_model:
                 boxes.append((turn.bbox_model, BBOX_COLOUR))
-            acted = _with_boxes(acted, boxes)
+            acted = _with_boxes(found[1], boxes)
         figures.append(_figure(acted, f"{turn.acted_on.page_id} with the crop box (red: padded crop, blue: the model's bbox)"))
     if turn.observation is not None:
         what = "zoomed crop" if turn.action == "bbox" else "page shown"
-        figures.append(_figure(images.get(turn.observation), f"{what}: {turn.observation.page_id}, {turn.observation.input_size[0]}x{turn.observation.input_size[1]} px"))
+        found = images.get(turn.observation)
+        figures.append(_figure(found[0] if found else None, f"{what}: {turn.observation.page_id}, {turn.observation.input_size[0]}x{turn.observation.input_size[1]} px"))
     if figures:
         parts.append("<div class='row'>" + "".join(figures) + "</div>")
     parts.append(f"<p class='meta'>model {turn.model_seconds:.1f} s, tools {turn.tool_seconds:.2f} s</p>")

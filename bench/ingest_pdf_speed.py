@@ -12,7 +12,7 @@ DocumentIndex, exactly as `python -m search_engine ingest` does. It reports:
   (render, text layer, JPEG encoding by MuPDF and, for comparison, by PIL), and the MiniLM embedding
   of the page texts batched as DocumentIndex._embed does;
 - memory and time to open the finished index and run its first search (in a fresh process), per
-  100k pages: DocumentIndex keeps every page with its word boxes in memory;
+  100k pages (page records stay on disk; bench/scale_search.py measures this at scale);
 - with --profile, the top functions of a cProfile run of the ingest.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def stages(pdf: Path, embedder, config) -> dict:
     zoom = pymupdf.Matrix(config.dpi / 72, config.dpi / 72)
     out = {}
     out["read_pages_total"], raws = cpu_ms_per_page(
-        lambda: list(read_pages(source, config.dpi, config.max_image_pixels, config.jpeg_quality)), n)
+        lambda: [raw for _, raw in read_pages(source, config.dpi, config.max_image_pixels, config.jpeg_quality)], n)
     out["render"], pixmaps = cpu_ms_per_page(
         lambda: [p.get_pixmap(matrix=zoom, alpha=False, colorspace=pymupdf.csRGB) for p in doc], n)
     out["text_layer_words"], _ = cpu_ms_per_page(lambda: [p.get_text("words") for p in doc], n)
@@ -122,11 +122,7 @@ def measure_open(folder: Path) -> dict:
     import gc
 
     from search_engine.index import DocumentIndex
-    from search_engine.lexical import LexicalIndex
 
-    warm = LexicalIndex()
-    warm.add(1, ["warm"])
-    warm.search(["warm"], 1)
     gc.collect()
     before, started = rss_mb(), time.perf_counter()
     index = DocumentIndex.open(folder)
@@ -145,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=240)
     parser.add_argument("--profile", action="store_true", help="also print the top functions of a cProfile run")
+    parser.add_argument("--keep", type=Path, help="build in this folder and keep it (e.g. for scale_corpus.py compare)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest_pdf_speed.json")
     parser.add_argument("--measure-open", type=Path, help=argparse.SUPPRESS)  # internal: one index, this process
     args = parser.parse_args()
@@ -155,7 +152,8 @@ def main() -> None:
     from search_engine.embedders import load_embedder
     from search_engine.index import DocumentIndex
 
-    work = Path(tempfile.mkdtemp(prefix="vrag-ingest-bench-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="vrag-ingest-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     pdf = write_pdf(work / "born_digital_report.pdf", args.pages)
     print(f"wrote {pdf} ({args.pages} pages, {pdf.stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
 
@@ -184,10 +182,12 @@ def main() -> None:
         "cpu_s": round(cpu_s, 2),
         "cpu_ms_per_page": round(1000 * cpu_s / args.pages, 1),
         "torch_threads": __import__("torch").get_num_threads(),
+        "workers": index.config.workers if index.config.workers is not None else os.cpu_count(),
         "disk_per_page_kb": {
             "images": round(folder_bytes(index.folder / "images", "*.jpg") / args.pages / 1024, 1),
-            "records": round(folder_bytes(index.folder / "sources", "*.json") / args.pages / 1024, 1),
-            "dense": round((index.folder / "dense.npz").stat().st_size / args.pages / 1024, 2),
+            "records": round(folder_bytes(index.folder, "records.db*") / args.pages / 1024, 1),
+            "lexical": round(folder_bytes(index.folder / "lexical", "*") / args.pages / 1024, 2),
+            "dense_checkpoint": round(folder_bytes(index.folder, "dense-*.faiss") / args.pages / 1024, 2),
         },
         "stages": stages(pdf, embedder, index.config),
         "open_index": json.loads(subprocess.run(

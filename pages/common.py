@@ -1,15 +1,18 @@
-"""Streamlit glue shared by every page: where data lives, the heavy objects we cache, per-session settings.
+"""Streamlit glue shared by every page: thin wrappers over agent/ and search_engine/, and the caches.
 
 What is shared and what is not (two browser tabs must never mix their runs):
 - `st.cache_resource` holds objects that are expensive and hold no user's state: one
   `DocumentIndex` per index folder (with its embedder and OCR engine), the relevance-map box cache
-  per index, the in-process transformers model, and the ingestion jobs (pages/jobs.py: one at a
-  time per index folder, whichever session started it).
+  per index, the in-process transformers model, and the background jobs (pages/jobs.py).
 - `st.session_state` holds everything that belongs to one user: the settings, the active index, the
   run in progress (its trajectory and the generator producing its turns), evaluation results.
   Runs and trajectories are never cached. Policies are built per run, except the in-process
   transformers one, which is only model weights (`complete(messages)` keeps no state between calls).
+- What survives a reload: the active index, in the page's URL (?index=name, checked against the
+  known indexes), and the settings, in <data>/settings.json (agent/workspace.py).
 
+The logic behind these names lives in Streamlit-free modules: agent/workspace.py (data folders,
+indexes, settings), agent/question_sets.py (example questions, question sets), agent/jobs.py.
 Heavy libraries (torch, sentence-transformers, faiss, PyMuPDF, openai) are imported inside the
 functions that need them, so the app draws its first page in a few seconds.
 """
@@ -18,84 +21,136 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from agent import workspace
+from agent import question_sets, workspace
+from agent.question_sets import ExampleQuestion, QuestionSet  # noqa: F401 (re-exported for pages)
 
 log = logging.getLogger(__name__)
 
 ROOT = workspace.ROOT
 DATA_ENV = workspace.DATA_ENV
-INDEX_ENV = "VRAG_STUDIO_INDEX"  # the index active at start: a name under data/indexes/ or a folder path
-INDEX_MARKERS = ("config.json", "manifest.json")  # a folder holding one of these is an index (search_engine/store.py)
-INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+INDEX_ENV = workspace.INDEX_ENV
+INDEX_MARKERS = workspace.INDEX_MARKERS
+INDEX_NAME_RE = workspace.INDEX_NAME_RE
+QUESTION_SETS = ROOT / "bench" / "questions"  # the demo corpus's full dev and held-out test sets, for Evaluate
+INDEX_PARAM = "index"  # the query parameter naming the page's index
 
-
-# --- where data lives (agent/workspace.py) ------------------------------------------------------
-
+Settings = workspace.Settings
+WorkspaceError = workspace.WorkspaceError
 data_root, indexes_dir, trajectories_dir, samples_dir = workspace.data_root, workspace.indexes_dir, workspace.trajectories_dir, workspace.samples_dir
+is_index_folder, check_index_name = workspace.is_index_folder, workspace.check_index_name
+settings_file, unreadable_settings_copy = workspace.settings_file, workspace.unreadable_settings_copy
+index_sources, index_page_ids, uploads_dir = workspace.index_sources, workspace.index_page_ids, workspace.uploads_dir
 
 
-def is_index_folder(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).is_file() for name in INDEX_MARKERS)
+class UserFacingError(Exception):
+    """Something the user can fix (a missing model folder, a server that is down): shown as is."""
 
 
-def check_index_name(name: str) -> str | None:
-    """Why `name` cannot name a new index (None if it can): it becomes a folder name."""
-    if not INDEX_NAME_RE.match(name or ""):
-        return "An index name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit."
-    return None
+def _leave_pages_folder_mode() -> None:
+    """Run the page under app.py even when the browser opened it by its own URL.
+
+    Streamlit 1.67 decides per process whether an app is an old-style multipage app: a `pages/`
+    folder beside the main script makes it one until some session runs `st.navigation` (app.py).
+    So after a server start, the first reload of /library?index=x ran pages/library.py directly:
+    no app.py, hence no top navigation, no wide layout, and a sidebar listing every module of
+    pages/. Every page imports this module, so turning that mode off here and rerunning once
+    brings such a session under app.py, on the page and with the query parameters it asked for.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without this flag has no such mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_folder_mode()
+
+
+# --- the indexes ----------------------------------------------------------------------------------
 
 
 def index_folders() -> dict[str, Path]:
     """Every index the app knows, by name: data/indexes/*, plus the folder named by VRAG_STUDIO_INDEX."""
-    found: dict[str, Path] = {}
-    root = indexes_dir()
-    if root.is_dir():
-        for folder in sorted(root.iterdir()):
-            if not folder.name.startswith(".") and is_index_folder(folder):
-                found[folder.name] = folder
-    configured = os.environ.get(INDEX_ENV, "").strip()
-    if configured and configured not in found:
-        folder = Path(configured).expanduser()
-        if not folder.is_absolute():
-            folder = (ROOT / folder) if (ROOT / folder).exists() else root / configured
-        if is_index_folder(folder):
-            found.setdefault(folder.name, folder.resolve())
-    return found
+    return workspace.index_folders()
 
 
 def active_index() -> tuple[str, Path] | None:
-    """The session's active index (name, folder), chosen on the Library page; None if there is none."""
+    """The page's active index (name, folder); None if there is none.
+
+    The URL's ?index= wins when it names a known index (a reload or a shared link keeps the
+    view); else the session's choice (Library page); else the configured index, the sample, the
+    first. The URL is then set to the answer, so the next reload finds it.
+    """
     folders = index_folders()
     if not folders:
         return None
-    name = st.session_state.get("active_index")
-    if name not in folders:
-        configured = os.environ.get(INDEX_ENV, "").strip()
-        preferred = [Path(configured).name if configured else None, "sample"]
-        name = next((n for n in preferred if n in folders), next(iter(folders)))
-        st.session_state["active_index"] = name
+    requested = st.query_params.get(INDEX_PARAM)
+    name = workspace.choose_index(requested if requested in folders else st.session_state.get("active_index"), folders)
+    if requested and requested not in folders:
+        st.warning(f"There is no index named {md_escape(requested)}; showing {md_escape(name)} instead.", icon=":material/warning:")
+    st.session_state["active_index"] = name
+    if requested != name:
+        st.query_params[INDEX_PARAM] = name
     return name, folders[name]
 
 
 def set_active_index(name: str) -> None:
     st.session_state["active_index"] = name
+    st.query_params[INDEX_PARAM] = name
 
 
-# --- per-session settings ----------------------------------------------------------------------
+def delete_index(name: str, *, with_uploads: bool = False) -> workspace.DeletedIndex:
+    """Delete an index (agent/workspace.py) and forget its cached objects. WorkspaceError if refused."""
+    deleted = workspace.delete_index(name, index_folders(), with_uploads=with_uploads)
+    _index.clear()  # a cached DocumentIndex would keep serving the deleted pages (or a new index of that name)
+    box_cache.clear()
+    if st.session_state.get("active_index") == name:
+        st.session_state.pop("active_index")
+    if st.query_params.get(INDEX_PARAM) == name:
+        del st.query_params[INDEX_PARAM]
+    return deleted
 
 
-Settings = workspace.Settings
+# --- per-session settings, kept in <data>/settings.json ---------------------------------------
 
 
 def settings() -> Settings:
+    """This session's settings: read from the settings file when the session starts."""
     if "settings" not in st.session_state:
-        st.session_state["settings"] = Settings.from_env()
+        loaded = workspace.load_settings()
+        st.session_state["settings"] = loaded.settings
+        st.session_state["settings_saved"] = loaded.settings.to_dict()  # written only once the user changes something
+        st.session_state["settings_problem"] = loaded.problem
+        if loaded.problem:
+            st.toast(md_escape(loaded.problem), icon=":material/warning:")
     return st.session_state["settings"]
+
+
+def settings_problem() -> str | None:
+    """Why the settings file could not be (fully) used when this session started; None if all was well."""
+    settings()
+    return st.session_state.get("settings_problem")
+
+
+def save_settings(s: Settings) -> bool:
+    """Write the settings file if they changed since they were loaded or last saved (so a visit alone
+    never pins the environment's defaults in the file). True if written; UserFacingError if it cannot be."""
+    current = s.to_dict()
+    if st.session_state.get("settings_saved") == current:
+        return False
+    try:
+        workspace.save_settings(s)
+    except OSError as e:
+        raise UserFacingError(f"The settings could not be saved to {workspace.settings_file()} ({e.strerror or e}); they stay for this session only.") from e
+    st.session_state["settings_saved"] = current
+    st.session_state["settings_problem"] = None
+    return True
 
 
 # --- cached heavy objects (shared by all sessions, holding no user state) -----------------------
@@ -142,6 +197,16 @@ def searcher(index_folder: Path):
     return LocalSearcher(open_index(index_folder))
 
 
+@st.cache_resource(show_spinner=False)
+def box_cache(index_folder: str):
+    """Box embeddings per page for retrieval relevance maps (search_engine/relevance.py), one per index,
+    made with that index's own embedder so a map scores text the way the index searches it."""
+    from search_engine.relevance import BoxCache
+    from search_engine.tokenize import tokenize
+
+    return BoxCache(embedder=open_index(Path(index_folder)).embedder, tokenize=tokenize)
+
+
 # --- messages ------------------------------------------------------------------------------------
 
 # ":" too: it stops GFM auto-linking "http://..." (which would show the escapes inside the link)
@@ -175,7 +240,7 @@ def ensure_some_index() -> bool:
     """
     from pages import jobs
 
-    folder = indexes_dir() / "sample"
+    folder = indexes_dir() / workspace.SAMPLE_INDEX
     job = jobs.get_job(str(folder))
     if (job is None or job.finished) and any(index_page_ids(f) for f in index_folders().values()):
         return True
@@ -203,21 +268,7 @@ def ensure_some_index() -> bool:
     return True  # not reached: st.rerun() starts the page again
 
 
-@st.cache_resource(show_spinner=False)
-def box_cache(index_folder: str):
-    """Box embeddings per page for retrieval relevance maps (search_engine/relevance.py), one per index,
-    made with that index's own embedder so a map scores text the way the index searches it."""
-    from search_engine.relevance import BoxCache
-    from search_engine.tokenize import tokenize
-
-    return BoxCache(embedder=open_index(Path(index_folder)).embedder, tokenize=tokenize)
-
-
-# --- policies and example questions ---------------------------------------------------------------
-
-
-class UserFacingError(Exception):
-    """Something the user can fix (a missing model folder, a server that is down): shown as is."""
+# --- policies -------------------------------------------------------------------------------------
 
 
 def default_policy() -> str:
@@ -232,16 +283,27 @@ def _transformers_policy(model_folder: str):
     return make_policy("transformers", model=model_folder)
 
 
+def _for_the_app(error) -> str:
+    """A PolicyError as the page shows it: its message, then what to do in the app (never shell advice)."""
+    hint = getattr(error, "app_hint", None)
+    return f"{error} {hint}" if hint else str(error)
+
+
 def transformers_policy(model_folder: str):
     """The in-process model, loaded once per folder and shared: it holds weights, not a user's state
     (`complete(messages)` depends only on the messages it is given). The attention panel re-uses
-    its loaded weights. UserFacingError when the folder holds no usable model."""
+    its loaded weights. UserFacingError when the folder holds no usable model, said for a person
+    (agent/model_folder.py checks the folder before anything loads)."""
+    from agent.model_folder import check_model_folder
     from agent.policies import PolicyError
 
+    check = check_model_folder(model_folder)
+    if not check.ok:
+        raise UserFacingError(check.summary() + " Set the folder on the Settings page.")
     try:
         return _transformers_policy(model_folder)
     except PolicyError as e:
-        raise UserFacingError(str(e)) from e
+        raise UserFacingError(_for_the_app(e)) from e
 
 
 def build_policy(name: str, s: Settings, index_folder: Path):
@@ -257,74 +319,27 @@ def build_policy(name: str, s: Settings, index_folder: Path):
             return transformers_policy(s.transformers_model.strip())
         return make_policy("offline", index=open_index(index_folder))
     except PolicyError as e:
-        raise UserFacingError(str(e)) from e
+        raise UserFacingError(_for_the_app(e)) from e
 
 
-@dataclass(frozen=True)
-class ExampleQuestion:
-    question: str
-    answer: str
-    pages: tuple[str, ...]  # gold page ids
-    boxes: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (page id, evidence box) where the set gives one
-
-    def gold(self) -> dict:
-        """The trajectory's `gold` record (agent/rewards.py; boxes feed agent/attention.py's gold share)."""
-        gold = {"answer": self.answer, "pages": list(self.pages)}
-        if self.boxes:
-            gold["boxes"] = {page: list(box) for page, box in self.boxes}
-        return gold
-
-
-def example_questions(index_folder: Path) -> list[ExampleQuestion]:
-    """Questions whose gold pages are all in this index: the sample report's, and the bench question sets'."""
-    page_ids = set(index_page_ids(index_folder))
-    found: list[ExampleQuestion] = []
-    for example in _all_examples():
-        if example.pages and all(p in page_ids for p in example.pages):
-            found.append(example)
-    return found[:8]
-
-
-def index_sources(index_folder: Path) -> dict[str, dict]:
-    """{source path: {"sha256", "pages": [page ids]}} from the index's manifest.json (search_engine/store.py).
-
-    Cheap (no embedder, no FAISS), so pages can list indexes and their pages without opening them.
-    """
-    import json
-
-    try:
-        sources = json.loads((Path(index_folder) / "manifest.json").read_text(encoding="utf-8")).get("sources", {})
-        return sources if isinstance(sources, dict) else {}
-    except (OSError, ValueError, AttributeError) as e:
-        log.info("no readable manifest in %s: %s", index_folder, e)
-        return {}
-
-
-def index_page_ids(index_folder: Path) -> list[str]:
-    return [page for source in index_sources(index_folder).values() for page in source.get("pages", [])]
-
-
-QUESTION_SETS = ROOT / "bench" / "questions"
+# --- example questions and question sets -------------------------------------------------------------
 
 
 @st.cache_data(show_spinner=False)
-def _all_examples() -> list[ExampleQuestion]:
-    """The sample report's example questions, then every question set under bench/questions/."""
-    from agent.evaluate import DatasetError, load_dataset
-    from search_engine.sample_questions import EXAMPLE_QUESTIONS
-
-    found = [ExampleQuestion(e.question, e.answer, (e.page_id,)) for e in EXAMPLE_QUESTIONS]
-    for path in sorted(QUESTION_SETS.glob("*.json")) if QUESTION_SETS.is_dir() else []:
-        try:
-            found += [ExampleQuestion(e.query, e.reference_answer, tuple(e.gold_pages), _evidence(e)) for e in load_dataset(path)]
-        except DatasetError as e:
-            log.warning("skipping question set %s: %s", path, e)
-    return found
+def _shipped_sets() -> list[QuestionSet]:
+    return question_sets.shipped_sets()
 
 
-def _evidence(example) -> tuple:
-    """The evidence box of a one-page example (bench/questions give `evidence_box` in page pixels)."""
-    box = example.evidence_box
-    if len(example.gold_pages) == 1 and isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
-        return ((example.gold_pages[0], tuple(float(v) for v in box)),)
-    return ()
+@st.cache_data(show_spinner=False)
+def _evaluation_sets() -> list[QuestionSet]:
+    return question_sets.question_sets([QUESTION_SETS])
+
+
+def example_questions(index_folder: Path) -> list[ExampleQuestion]:
+    """The first eight shipped example questions whose gold pages are all in this index."""
+    return question_sets.example_questions(_shipped_sets(), index_page_ids(index_folder))
+
+
+def evaluation_sets() -> list[QuestionSet]:
+    """Question sets for the Evaluate page: the shipped ones, then bench/questions/*.json."""
+    return _evaluation_sets()

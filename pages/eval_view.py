@@ -1,4 +1,4 @@
-"""The Evaluate page's run (kept per session) and its charts.
+"""The Evaluate page's run (kept per session), the question set it runs, and its charts.
 
 The evaluation itself is agent/evaluate.py's generator; it is stepped one question at a time
 (pages/stepper.py) so the page can draw progress and survive reruns. Charts are plotly figures of
@@ -26,12 +26,6 @@ class EvalRun:
     results: list = field(default_factory=list)  # agent.evaluate.ExampleResult, in order
 
 
-def question_sets() -> dict[str, Path]:
-    """The question sets shipped in bench/questions/, by file name."""
-    root = common.QUESTION_SETS
-    return {p.name: p for p in sorted(root.glob("*.json"))} if root.is_dir() else {}
-
-
 def load_examples(name: str, data: bytes | None):
     """Parse a dataset from an upload (`data`) or a server path (`name`); UserFacingError if it cannot be read."""
     from agent.evaluate import DatasetError, load_dataset, parse_examples
@@ -50,6 +44,26 @@ def load_examples(name: str, data: bytes | None):
     if not examples:
         raise common.UserFacingError(f"{name} holds no examples")
     return examples
+
+
+def coverage_note(examples, index_name: str, page_ids: list[str]) -> tuple[str, str] | None:
+    """("warning" | "info", text) about how much of `examples` the index can answer, said before a run."""
+    from agent.question_sets import QuestionSet
+
+    coverage = QuestionSet("chosen", "chosen", tuple(examples)).coverage(page_ids)
+    index = common.md_escape(index_name)
+    if not coverage.gold_pages:
+        return "info", "These questions name no gold pages, so retrieval scores (recall, NDCG) will be 0; answers are still scored."
+    if not coverage.missing_pages:
+        return None
+    missing = coverage.missing_pages
+    shown = ", ".join(common.md_escape(p) for p in missing[:5]) + (", …" if len(missing) > 5 else "")
+    unanswerable = coverage.questions - coverage.answerable
+    return "warning", (
+        f"**{len(missing)} of the {coverage.gold_pages} gold pages of these questions are not in the index {index}** ({shown}), "
+        f"so {unanswerable} of the {coverage.questions} questions cannot be answered from it and will score 0. "
+        "Choose a question set about this index's documents, or add the missing documents on the Library page."
+    )
 
 
 def start_eval(examples, dataset: str, policy_name: str, max_turns: int, index_name: str, index_folder: Path, settings: common.Settings) -> EvalRun:
@@ -78,9 +92,67 @@ def _group_keys(examples) -> list[str]:
     return preferred + sorted(keys - set(preferred))
 
 
-def show_results(run: EvalRun) -> None:
+CHART_HEIGHT = 340
+CHART_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def histogram_bins(values: list[float], bins: int = 10, lo: float = 0.0, hi: float = 1.0) -> list[int]:
+    """Counts of `values` in `bins` equal bins over [lo, hi], the last bin closed (1.0 counts in it)."""
+    counts = [0] * bins
+    width = (hi - lo) / bins
+    for value in values:
+        i = int((min(max(value, lo), hi) - lo) / width)
+        counts[min(i, bins - 1)] += 1
+    return counts
+
+
+def accuracy_figure(groups: dict[str, list[float]]):
+    """Accuracy per question type; every bar is labelled 'right/asked', so a type with none right still shows."""
     import plotly.graph_objects as go
 
+    names = sorted(groups)
+    figure = go.Figure(go.Bar(
+        x=names, y=[sum(groups[n]) / len(groups[n]) for n in names],
+        text=[f"{sum(groups[n]):.0f}/{len(groups[n])}" for n in names], textposition="outside", cliponaxis=False,
+        hovertemplate="%{x}: accuracy %{y:.2f}<extra></extra>",
+    ))
+    figure.update_layout(title="Accuracy by question type", yaxis=dict(range=[0, 1.15], title="accuracy", tickvals=[0, 0.25, 0.5, 0.75, 1]),
+                         height=CHART_HEIGHT, margin=CHART_MARGIN)
+    return figure
+
+
+def ndcg_figure(values: list[float], bins: int = 10):
+    """How many questions had each NDCG, in bins of 0.1 (1.0 in the last one); each bin labelled with its count."""
+    import plotly.graph_objects as go
+
+    counts = histogram_bins(values, bins)
+    labels = [f"{i / bins:.1f}–{(i + 1) / bins:.1f}" for i in range(bins)]
+    figure = go.Figure(go.Bar(x=labels, y=counts, text=[str(c) if c else "" for c in counts], textposition="outside", cliponaxis=False,
+                              hovertemplate="NDCG %{x}: %{y} questions<extra></extra>"))
+    figure.update_layout(title="NDCG of the pages shown", xaxis=dict(title="NDCG", type="category"),
+                         yaxis=dict(title="questions", range=[0, max(counts) * 1.2 + 0.5], dtick=max(1, round(max(counts) / 5))),
+                         height=CHART_HEIGHT, margin=CHART_MARGIN)
+    return figure
+
+
+def turns_figure(turns: list[int]):
+    """How many questions took each number of turns (model calls)."""
+    import plotly.graph_objects as go
+
+    counts: dict[int, int] = defaultdict(int)
+    for n in turns:
+        counts[n] += 1
+    keys = sorted(counts)
+    figure = go.Figure(go.Bar(x=keys, y=[counts[k] for k in keys], text=[str(counts[k]) for k in keys], textposition="outside", cliponaxis=False,
+                              hovertemplate="%{x} turns: %{y} questions<extra></extra>"))
+    top = max(counts.values(), default=0)
+    figure.update_layout(title="Turns per question", xaxis=dict(title="turns", dtick=1),
+                         yaxis=dict(title="questions", range=[0, top * 1.2 + 0.5], dtick=max(1, round(top / 5))),
+                         height=CHART_HEIGHT, margin=CHART_MARGIN)
+    return figure
+
+
+def show_results(run: EvalRun) -> None:
     from agent.evaluate import summarize
 
     results = run.results
@@ -94,31 +166,17 @@ def show_results(run: EvalRun) -> None:
 
     meta = {e.uid: e.meta_info or {} for e in run.examples}
     keys = _group_keys(run.examples)
+    key = st.selectbox("Accuracy by", keys, key="eval_group", width=320) if keys else None
     charts = st.columns(3)
     with charts[0]:
-        key = st.selectbox("Accuracy by", keys, key="eval_group") if keys else None
         groups: dict[str, list[float]] = defaultdict(list)
         for r in results:
             groups[str(meta.get(r.uid, {}).get(key, "unspecified")) if key else "all questions"].append(r.correct)
-        names = sorted(groups)
-        figure = go.Figure(go.Bar(
-            x=names, y=[sum(groups[n]) / len(groups[n]) for n in names],
-            text=[f"{sum(groups[n]):.0f}/{len(groups[n])}" for n in names], textposition="auto",
-            hovertemplate="%{x}: accuracy %{y:.2f}<extra></extra>",
-        ))
-        figure.update_layout(title="Accuracy by question type", yaxis=dict(range=[0, 1], title="accuracy"), height=340, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(figure, key="eval_chart_accuracy")
+        st.plotly_chart(accuracy_figure(groups), key="eval_chart_accuracy")
     with charts[1]:
-        figure = go.Figure(go.Histogram(x=[r.scores.get("ndcg", 0.0) for r in results], xbins=dict(start=0, end=1.0001, size=0.1)))
-        figure.update_layout(title="NDCG of the pages shown", xaxis=dict(range=[0, 1], title="NDCG"), yaxis_title="questions", height=340, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(figure, key="eval_chart_ndcg")
+        st.plotly_chart(ndcg_figure([r.scores.get("ndcg", 0.0) for r in results]), key="eval_chart_ndcg")
     with charts[2]:
-        counts: dict[int, int] = defaultdict(int)
-        for r in results:
-            counts[r.turns] += 1
-        figure = go.Figure(go.Bar(x=sorted(counts), y=[counts[k] for k in sorted(counts)], hovertemplate="%{x} turns: %{y} questions<extra></extra>"))
-        figure.update_layout(title="Turns per question", xaxis=dict(title="turns", dtick=1), yaxis_title="questions", height=340, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(figure, key="eval_chart_turns")
+        st.plotly_chart(turns_figure([r.turns for r in results]), key="eval_chart_turns")
 
     rows = [
         {
@@ -136,7 +194,12 @@ def show_results(run: EvalRun) -> None:
     ]
     selection = st.dataframe(
         rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_table",
-        column_config={"trajectory": st.column_config.LinkColumn("trajectory", display_text=r"trajectories\?id=(.*)")},
+        column_config={
+            "question": st.column_config.TextColumn(width="large"),
+            **{name: st.column_config.TextColumn(width="medium") for name in ("answer", "reference", "error")},
+            **{name: st.column_config.Column(width="small") for name in ("correct", "ndcg", "turns", "seconds")},
+            "trajectory": st.column_config.LinkColumn("trajectory", display_text=r"trajectories\?id=(.*)", width="medium"),
+        },
     )
     picked = selection.selection.rows if selection else []
     if picked:

@@ -1,10 +1,11 @@
-"""Library: the named indexes, adding a server folder or uploaded files to one, browsing its pages."""
+"""Library: the named indexes, adding a server folder or uploaded files (or a zip of them), deleting an index, browsing pages."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import streamlit as st
 
+from agent import uploads
 from pages import common, jobs, library_view
 
 st.title("Library")
@@ -18,11 +19,12 @@ if not folders:
     st.info("No index yet. Add a folder or upload files below; the Ask page builds the sample index on first use.")
 else:
     st.dataframe(library_view.indexes_table(folders), hide_index=True)
-    st.session_state["library_active"] = active[0]  # keep the widget in step with the session's choice
+    st.session_state["library_active"] = active[0]  # keep the widget in step with the page's index
     st.selectbox(
-        "Active index (for this browser session)", list(folders), key="library_active",
+        "Active index (for this browser tab)", list(folders), key="library_active",
         on_change=lambda: common.set_active_index(st.session_state["library_active"]),
     )
+    library_view.delete_section(folders)
 
 # --- adding documents ------------------------------------------------------------------------
 
@@ -47,18 +49,21 @@ if target == NEW:
 else:
     target_folder = folders[target]
 
-server_tab, upload_tab = st.tabs(["A folder or file on the server", "Upload PDFs or images"])
+server_tab, upload_tab = st.tabs(["A folder or file on the server", "Upload PDFs, images or a zip"])
 with server_tab:
-    path_text = st.text_input("Path on the server", key="library_path", placeholder="/home/me/Documents/reports")
+    path_text = st.text_input("Path on the server", key="library_path", placeholder="/home/me/Documents/reports",
+                              help="A folder (read with its sub-folders), a PDF, a page image, or a zip of them.")
     add_path = st.button("Index this path", disabled=target_folder is None or not path_text.strip(), key="library_add_path")
 with upload_tab:
-    uploads = st.file_uploader(
-        "PDFs and page images", accept_multiple_files=True, key="library_uploads",
-        help="PDF, JPEG, PNG, WebP, TIFF or BMP. Uploads are kept under the data folder so the index can show their pages.",
+    files = st.file_uploader(
+        "PDFs, page images, or a zip of them", accept_multiple_files=True, key="library_uploads",
+        help="PDF, JPEG, PNG, WebP, TIFF or BMP, or a .zip holding them (unpacked on the server; anything else in it is listed as skipped). "
+             "Uploads are kept under the data folder so the index can show their pages.",
     )
-    add_uploads = st.button("Index the uploads", disabled=target_folder is None or not uploads, key="library_add_uploads")
+    add_uploads = st.button("Index the uploads", disabled=target_folder is None or not files, key="library_add_uploads")
 
 paths: list[Path] = []
+from_upload = False
 if add_path:
     source = Path(path_text.strip()).expanduser()
     if not source.exists():
@@ -68,11 +73,16 @@ if add_path:
     else:
         paths = [source.resolve()]
 if add_uploads:
-    paths = library_view.save_uploads(uploads, common.data_root() / "uploads" / target_folder.name)
+    paths, from_upload = library_view.save_uploads(files, common.uploads_dir(target_folder.name)), True
 
 if paths and target_folder is not None:
     index = library_view.index_for_ingest(target_folder)
-    job = jobs.start_job(str(target_folder), f"Indexing into {target_folder.name}", lambda progress: index.ingest(paths, progress=progress))
+    unpack_into = common.uploads_dir(target_folder.name)
+
+    def work(progress, index=index, paths=paths, remove_zips=from_upload):
+        return uploads.ingest_with_zips(index, paths, unpack_into, progress=progress, remove_zips=remove_zips)
+
+    job = jobs.start_job(str(target_folder), f"Indexing into {target_folder.name}", work)
     st.session_state["library_job"] = job.key
     st.session_state["library_pending_target"] = target_folder.name
     common.set_active_index(target_folder.name)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from pathlib import Path
 
 import streamlit as st
 
+from agent import workspace
 from pages import common
 
 PACKAGES = (  # (distribution, import name, what it is for)
@@ -32,19 +32,24 @@ PACKAGES = (  # (distribution, import name, what it is for)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def model_server(base_url: str, api_key: str) -> dict:
-    """GET {base_url}/models on an OpenAI-compatible server (agent/policies/openai_chat.health)."""
+def model_server(base_url: str, api_key: str, model: str = "") -> dict:
+    """GET {base_url}/models on an OpenAI-compatible server (agent/policies/openai_chat.health);
+    with `model`, also whether the server serves a model of that name."""
     if not base_url.strip():
         return {"ok": False, "label": "Model server", "detail": "no endpoint URL set (Settings page)"}
     try:
         from agent.policies.openai_chat import health
     except ImportError as e:
-        return {"ok": False, "label": "Model server", "detail": f"the vllm policy cannot load: {e}"}
+        return {"ok": False, "label": "Model server", "detail": f"the vLLM server policy cannot load: {e}"}
     result = health(base_url, api_key)
-    if result["ok"]:
-        models = ", ".join(result["models"]) or "no models listed"
-        return {"ok": True, "label": "Model server", "detail": f"{result['url']} is up, serving: {models}", "models": result["models"]}
-    return {"ok": False, "label": "Model server", "detail": result["error"] or f"{result['url']} is down"}
+    if not result["ok"]:
+        return {"ok": False, "label": "Model server", "detail": result["error"] or f"{result['url']} is down"}
+    served = result["models"]
+    models = ", ".join(served) or "no models listed"
+    if model.strip() and served and model.strip() not in served:
+        return {"ok": False, "label": "Model server", "models": served,
+                "detail": f"{result['url']} is up but serves {models}, not {model.strip()}: set the model name to one it serves"}
+    return {"ok": True, "label": "Model server", "detail": f"{result['url']} is up, serving: {models}", "models": served}
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -66,21 +71,28 @@ def search_server(url: str) -> dict:
     return {"ok": True, "label": "Search server", "detail": f"{target}: {response.text[:200]}"}
 
 
+@st.cache_data(ttl=10, show_spinner=False)
 def transformers_model(folder: str) -> dict:
-    """Can the in-process policy load? (a local model folder with a config, and torch + transformers)."""
+    """Can the in-process policy load? torch and transformers installed, and a usable model folder
+    (agent/model_folder.py: every problem with the folder, in words for a person)."""
+    from agent.model_folder import check_model_folder
+
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
-        return {"ok": False, "label": "transformers", "detail": f"not installed: {', '.join(missing)}"}
+        return {"ok": False, "label": "transformers", "detail": f"not installed on this server: {', '.join(missing)}"}
     if not folder.strip():
-        return {"ok": False, "label": "transformers", "detail": "no local model folder set (Settings page); weights cannot be downloaded here"}
-    path = Path(folder).expanduser()
-    if not (path / "config.json").is_file():
-        return {"ok": False, "label": "transformers", "detail": f"{path} holds no config.json: give the folder of a Qwen2.5-VL model (e.g. autumncc/Qwen2.5-VL-7B-VRAG)"}
-    return {"ok": True, "label": "transformers", "detail": f"model files at {path}; loading takes a while the first time"}
+        return {"ok": False, "label": "Local model", "detail": "no local model folder set (Settings page); weights cannot be downloaded here"}
+    check = check_model_folder(folder)
+    return {"ok": check.ok, "label": "Local model", "detail": check.summary(), "problems": check.problems, "folder": check.folder}
 
 
 def show_check(check: dict) -> None:
-    text = f"**{check['label']}**: {common.md_escape(check['detail'])}"
+    """One line per check; a check with several problems lists them."""
+    problems = check.get("problems") or []
+    if len(problems) > 1:
+        text = f"**{check['label']}**: {common.md_escape(check.get('folder', ''))} cannot be used:\n" + "\n".join(f"- {common.md_escape(p)}" for p in problems)
+    else:
+        text = f"**{check['label']}**: {common.md_escape(check['detail'])}"
     if check["ok"]:
         st.success(text, icon=":material/check_circle:")
     else:
@@ -95,7 +107,7 @@ def vllm_serve_command() -> str:
         return SERVE_HINT
     except ImportError:
         return (
-            "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 0.0.0.0 --limit-mm-per-prompt image=10 "
+            "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 127.0.0.1 --limit-mm-per-prompt image=10 "
             "--served-model-name Qwen/Qwen2.5-VL-7B-Instruct"
         )
 
@@ -115,9 +127,11 @@ def packages_table() -> list[dict]:
 
 def paths_table() -> list[dict]:
     rows = [
-        ("data root", common.data_root(), f"${common.DATA_ENV}"),
+        ("data root", common.data_root(), f"chosen by {common.DATA_ENV} when the server starts"),
         ("indexes", common.indexes_dir(), "one folder per named index"),
         ("trajectories", common.trajectories_dir(), "every run is saved here"),
         ("samples", common.samples_dir(), "the generated sample report"),
+        ("uploads", workspace.uploads_root(), "files uploaded on the Library page, by index"),
+        ("settings", workspace.settings_file(), "this page's choices, kept across reloads"),
     ]
     return [{"what": what, "path": str(path), "exists": path.exists(), "note": note} for what, path, note in rows]

@@ -1,4 +1,10 @@
-"""Trajectories: every saved run; filter, open, step through, compare two, export, import."""
+"""Trajectories: every saved run; filter, open, step through, compare two, export, import, delete.
+
+Replay is fast: the list and each trajectory are read once per change of their files (cached by
+folder and mtime), the turn view redraws alone when the turn changes (a fragment), and the heavy
+parts (the index's embedder for relevance maps) load only when a layer needs them. A link keeps
+what is open: ?id=<trajectory>&turn=<n>.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,97 +14,98 @@ import streamlit as st
 from agent import report, trajectory_io
 from agent.trajectory import Trajectory, TrajectoryFormatError, TrajectoryStore
 from pages import attention_panel, common
-from pages.turn_view import TurnSource, header_row, question_header, render_turn, render_turn_compact
+from pages.ui import records, run_info, turn_view
+from pages.ui.pictures import TurnSource
+from pages.ui.scene import action_text
+
+OUTCOMES = ["answered", "stopped", "error", "no answer", "unfinished"]
 
 st.title("Trajectories")
 store = TrajectoryStore(common.trajectories_dir())
 
+
 # --- import -------------------------------------------------------------------------------------
 
-with st.expander("Import trajectories (a zip or a folder on the server)"):
-    zip_tab, path_tab = st.tabs(["Upload a zip", "A folder on the server"])
-    imported = None
-    with zip_tab:
-        upload = st.file_uploader("A .zip of one or more trajectory folders", type=["zip"], key="traj_import_zip")
-        if st.button("Import the zip", disabled=upload is None, key="traj_import_zip_go"):
-            try:
-                imported = trajectory_io.import_zip(upload.getvalue(), store)
-            except trajectory_io.TrajectoryImportError as e:
-                st.error(f"Nothing imported: {common.md_escape(str(e))}")
-    with path_tab:
-        folder_text = st.text_input("Folder holding trajectory folders (or one trajectory folder)", key="traj_import_path")
-        if st.button("Import the folder", disabled=not folder_text.strip(), key="traj_import_path_go"):
-            try:
-                imported = trajectory_io.import_folder(Path(folder_text.strip()), store)
-            except trajectory_io.TrajectoryImportError as e:
-                st.error(f"Nothing imported: {common.md_escape(str(e))}")
-    if imported is not None:
-        if imported.imported:
-            st.success(f"Imported {len(imported.imported)} trajectories: {common.md_escape(', '.join(imported.imported))}")
-        if imported.already_there:
-            st.info(f"Already in the store (left as they were): {common.md_escape(', '.join(imported.already_there))}")
-        if imported.failed:
-            st.error(f"{len(imported.failed)} folders could not be imported:")
-            st.dataframe([{"folder": f, "why": why} for f, why in imported.failed], hide_index=True)
+# drawn only while open: its widgets (an uploader among them) cost the browser time on every first draw
+with st.expander("Import trajectories (a zip or a folder on the server)", key="traj_import_open", on_change="rerun") as import_box:
+    if import_box.open:
+        zip_tab, path_tab = st.tabs(["Upload a zip", "A folder on the server"])
+        imported = None
+        with zip_tab:
+            upload = st.file_uploader("A .zip of one or more trajectory folders", type=["zip"], key="traj_import_zip")
+            if st.button("Import the zip", disabled=upload is None, key="traj_import_zip_go"):
+                try:
+                    imported = trajectory_io.import_zip(upload.getvalue(), store, name=upload.name)
+                except trajectory_io.TrajectoryImportError as e:
+                    st.error(f"Nothing imported: {common.md_escape(str(e))}")
+        with path_tab:
+            folder_text = st.text_input("Folder holding trajectory folders (or one trajectory folder)", key="traj_import_path")
+            if st.button("Import the folder", disabled=not folder_text.strip(), key="traj_import_path_go"):
+                try:
+                    imported = trajectory_io.import_folder(Path(folder_text.strip()), store)
+                except trajectory_io.TrajectoryImportError as e:
+                    st.error(f"Nothing imported: {common.md_escape(str(e))}")
+        if imported is not None:
+            if imported.imported:
+                st.success(f"Imported {len(imported.imported)} trajectories: {common.md_escape(', '.join(imported.imported))}")
+            if imported.already_there:
+                st.info(f"Already in the store (left as they were): {common.md_escape(', '.join(imported.already_there))}")
+            if imported.failed:
+                st.error(f"{len(imported.failed)} folders could not be imported:")
+                st.dataframe([{"folder": f, "why": why} for f, why in imported.failed], hide_index=True)
 
 # --- the list ----------------------------------------------------------------------------------
 
-trajectories, broken = store.list()
+rows, broken = records.listing(store)
 if broken:
     st.warning(f"{len(broken)} folders in the trajectory store could not be read; they are left out of the list below.")
     with st.expander("Which, and why"):
         st.dataframe([{"folder": tid, "why": why} for tid, why in broken], hide_index=True)
-if not trajectories:
+if not rows:
     st.info("No trajectories yet: ask a question on the Ask page, or run an evaluation.")
     st.stop()
 
-by_id = {t.id: t for t in trajectories}
+by_id = {r["id"]: r for r in rows}
 left, middle, right = st.columns([3, 2, 2])
 text = left.text_input("Filter by question or answer", key="traj_filter").strip().lower()
-policies = sorted({t.policy.get("name", "?") for t in trajectories})
+policies = sorted({r["policy"] for r in rows})
 chosen_policies = middle.multiselect("Policy", policies, default=policies, key="traj_policies")
-outcome = right.selectbox("Outcome", ["all", "answered", "no answer", "error"], key="traj_outcome")
+outcome = right.selectbox("Outcome", ["all", *OUTCOMES], key="traj_outcome",
+                          help="answered: gave an answer; stopped: stopped by the user; error: the model or search server failed; "
+                               "no answer: the turn budget ran out; unfinished: still running, or its process ended mid-run")
 
 
-def _keep(t: Trajectory) -> bool:
-    if text and text not in t.question.lower() and text not in (t.answer or "").lower():
+def _keep(r: dict) -> bool:
+    if text and text not in r["question"].lower() and text not in (r["answer"] or "").lower():
         return False
-    if t.policy.get("name", "?") not in chosen_policies:
-        return False
-    return {"all": True, "answered": t.finished, "no answer": not t.finished and not t.error, "error": bool(t.error)}[outcome]
+    return r["policy"] in chosen_policies and outcome in ("all", r["outcome"])
 
 
-shown = [t for t in trajectories if _keep(t)]
-rows = [
-    {
-        "id": t.id,
-        "created": t.created_at,
-        "question": t.question,
-        "policy": t.policy.get("name", "?"),
-        "turns": len(t.turns),
-        "answer": t.answer if t.finished else ("(error)" if t.error else "(none)"),
-        "reward": t.rewards.get("reward"),
-    }
-    for t in shown
-]
-selection = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="traj_table")
+shown = [r for r in rows if _keep(r)]
+selection = st.dataframe(
+    shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="traj_table",
+    column_config={"reward": st.column_config.TextColumn("reward", help="Blank: the question had no reference to score against")},
+)
 selected_rows = selection.selection.rows if selection else []
-shown_ids = [t.id for t in shown]
+shown_ids = [r["id"] for r in shown]
 remembered = [st.query_params.get("id"), st.session_state.get("traj_current")]  # a link's ?id=, then the last one opened
 if selected_rows and selected_rows[0] < len(shown):
-    current = shown[selected_rows[0]].id
+    current = shown[selected_rows[0]]["id"]
 else:
     current = next((i for i in remembered if i in shown_ids), shown_ids[0] if shown_ids else None)
 if current is None:
     st.info("No trajectory matches the filter.")
     st.stop()
+if st.session_state.get("traj_current") not in (None, current):
+    st.query_params.pop("turn", None)  # a turn number belongs to the trajectory it was set for
 st.session_state["traj_current"] = current
+st.query_params["id"] = current
 
 # --- one trajectory ------------------------------------------------------------------------------
 
 folder = store.path(current)
 try:
-    traj = store.load(current)
+    traj = records.load(store, current)
 except TrajectoryFormatError as e:
     st.error(f"This trajectory cannot be opened: {common.md_escape(str(e))}")
     st.stop()
@@ -114,55 +121,58 @@ def _index_folder(t: Trajectory) -> Path | None:
     return active[1] if active else None
 
 
-question_header(traj, f"{traj.id} · {traj.created_at} · {traj.policy.get('description', traj.policy.get('name', ''))}")
-if traj.error:
-    st.error(common.md_escape(traj.error))
-if traj.answer is not None:
-    with st.container(border=True):
-        st.caption("Final answer" if traj.finished else "No answer within the turn budget")
-        st.markdown("### " + common.md_escape(traj.answer))
-if traj.rewards:
-    for column, (name, value) in zip(st.columns(len(traj.rewards)), traj.rewards.items()):
-        column.metric(name.replace("_", " "), f"{value:.2f}")
-export_html, export_zip, _ = st.columns([1, 1, 4])
-export_html.download_button(
-    "Export HTML report", data=lambda: report.trajectory_html(traj, folder), file_name=f"vrag-{traj.id}.html",
-    mime="text/html", icon=":material/download:", key="traj_export_html", on_click="ignore",
-)
-export_zip.download_button(
-    "Export folder (zip)", data=lambda: trajectory_io.export_zip(folder), file_name=f"vrag-{traj.id}.zip",
-    mime="application/zip", icon=":material/folder_zip:", key="traj_export_zip", on_click="ignore",
-)
+st.divider()
+run_info.question_header(traj.question, f"{traj.id} · {traj.created_at} · {traj.policy.get('description', traj.policy.get('name', ''))} · {traj.outcome}", traj)
+run_info.outcome(traj)
+with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+    st.download_button(
+        "Export HTML report", data=lambda: report.trajectory_html(traj, folder), file_name=f"vrag-{traj.id}.html",
+        mime="text/html", icon=":material/download:", key="traj_export_html", on_click="ignore",
+    )
+    st.download_button(
+        "Export folder (zip)", data=lambda: trajectory_io.export_zip(folder), file_name=f"vrag-{traj.id}.zip",
+        mime="application/zip", icon=":material/folder_zip:", key="traj_export_zip", on_click="ignore",
+    )
+    st.page_link("pages/present.py", label="Present", icon=":material/slideshow:", query_params={"id": traj.id},
+                 help="Show this run one turn at a time, full width, for an audience")
+    with st.popover("Delete", icon=":material/delete:"):
+        st.markdown(f"Delete **{common.md_escape(traj.id)}** and its images for good?")
+        if st.button("Delete this trajectory", type="primary", key="traj_delete_go"):
+            try:
+                store.delete(traj.id)
+            except KeyError:
+                pass  # deleted meanwhile (another tab)
+            st.session_state.pop("traj_current", None)
+            st.query_params.pop("id", None)
+            st.query_params.pop("turn", None)
+            st.rerun()
 
-attention_panel.show(traj, folder)
 source = TurnSource(traj, folder=folder, index_folder=_index_folder(traj))
-if not traj.turns:
-    st.info("This run has no turns.")
-    st.stop()
-view_all = st.toggle("Show all turns", key="traj_all")
-if view_all:
-    header_row()
-    for turn in traj.turns:
-        render_turn(turn, source, key=f"traj-{traj.id}-{turn.index}")
-else:
-    step = st.slider("Turn", 1, len(traj.turns), 1, key=f"traj_step_{traj.id}") if len(traj.turns) > 1 else 1
-    header_row()
-    render_turn(traj.turns[step - 1], source, key=f"traj-{traj.id}-{step - 1}")
+attention_panel.show(traj, folder, source)
+turn_view.style()
+try:
+    linked_turn = int(st.query_params.get("turn", "")) - 1
+except ValueError:
+    linked_turn = None
+turn_view.show(source, key=f"traj-{traj.id}", initial_turn=linked_turn if linked_turn is not None and linked_turn >= 0 else None,
+               link_turn=True)
 
 # --- compare with another run of the same question ----------------------------------------------------
 
-others = [t for t in trajectories if t.question.strip() == traj.question.strip() and t.id != traj.id]
+others = [r for r in rows if r["question"].strip() == traj.question.strip() and r["id"] != traj.id]
 st.divider()
 st.subheader("Compare")
 if not others:
     st.caption("No other trajectory asks the same question. Ask it again with another policy or budget to compare.")
     st.stop()
 other_id = st.selectbox(
-    "Compare with", [t.id for t in others], key="traj_compare",
-    format_func=lambda i: f"{i} · {by_id[i].policy.get('name', '?')} · {len(by_id[i].turns)} turns · {by_id[i].answer if by_id[i].finished else 'no answer'}",
+    "Compare with", [r["id"] for r in others], key="traj_compare", index=None, placeholder="another run of this question",
+    format_func=lambda i: f"{i} · {by_id[i]['policy']} · {by_id[i]['turns']} turns · {by_id[i]['answer'] or by_id[i]['outcome']}",
 )
+if other_id is None:
+    st.stop()
 try:
-    other = store.load(other_id)
+    other = records.load(store, other_id)
 except TrajectoryFormatError as e:
     st.error(f"That trajectory cannot be opened: {common.md_escape(str(e))}")
     st.stop()
@@ -170,9 +180,15 @@ other_source = TurnSource(other, folder=store.path(other_id), index_folder=_inde
 for column, t, src in zip(st.columns(2, border=True), (traj, other), (source, other_source)):
     with column:
         st.markdown(f"**{common.md_escape(t.policy.get('name', '?'))}** · {len(t.turns)} turns · {common.md_escape(t.id)}")
-        st.caption("Answer" if t.finished else "No answer")
+        st.caption("Answer" if t.finished else t.outcome)
         st.text(t.answer or "")
         if t.rewards:
             st.caption(" · ".join(f"{k} {v:.2f}" for k, v in t.rewards.items()))
         for turn in t.turns:
-            render_turn_compact(turn, src, key=f"cmp-{t.id}-{turn.index}")
+            st.markdown(f"**Turn {turn.index + 1}** · {turn.action}")
+            if turn.thought:
+                st.text(turn.thought)
+            turn_view.verbatim(action_text(turn), f"cmp-{t.id}-{turn.index}")
+            thumb = turn_view.turn_thumbnail(src, turn, 360)
+            if thumb is not None:
+                st.image(thumb, width=360)

@@ -1,13 +1,15 @@
 """Command line: ingest folders into an index, search it, serve it over HTTP, build the sample index.
 
-    python -m search_engine ingest PATH... --index DIR [--dpi 144]
+    python -m search_engine ingest PATH... --index DIR [--dpi 144] [--json] [--workers N]
+                                   [--backend local|milvus --milvus-uri http://host:19530|FILE.db]
     python -m search_engine search --index DIR [--top-k 10] [--mode fused|dense|lexical] [--json] QUERY
     python -m search_engine serve --index DIR [--host 127.0.0.1] [--port 8002]
     python -m search_engine sample [--data data]
 
 User mistakes (a missing index, an empty or over-long query, a bad --top-k) print one line starting
-with `error:` and exit with status 2; files that cannot be ingested are listed with their reason
-and the rest is indexed. Heavy libraries (torch, faiss) are imported only by the command that
+with `error:` and exit with status 2; every path that cannot be ingested (a file, a folder that cannot
+be listed, a link) is listed with its reason and the rest is indexed; a run that indexed nothing
+because everything failed exits with status 1. Heavy libraries (torch, faiss) are imported only by the command that
 needs them, so `--help` is instant.
 """
 from __future__ import annotations
@@ -88,21 +90,36 @@ def cmd_ingest(args) -> int:
         raise UserError(f"--index {args.index} is a file, not a folder")
     if args.dpi is not None and not 36 <= args.dpi <= 600:
         raise UserError(f"--dpi must be between 36 and 600, got {args.dpi}")
-    # An existing index keeps the settings that decide its content (embedder, DPI, OCR): opening it with
-    # fresh defaults could rebuild it. Only an explicit --dpi that differs re-renders every page.
+    if args.backend == "milvus" and not args.milvus_uri:
+        raise UserError("--backend milvus needs --milvus-uri (http://host:19530, or a local Milvus Lite path ending in .db)")
+    if args.milvus_uri and args.backend != "milvus":
+        raise UserError("--milvus-uri is for --backend milvus")
+    # An existing index keeps the settings that decide its content (embedder, DPI, OCR, backend): opening
+    # it with fresh defaults could rebuild it. Only an explicit --dpi or --backend that differs rebuilds it.
     if IndexStore(Path(args.index)).read_config() is None:
-        index = DocumentIndex.open(args.index, config=IndexConfig(dpi=args.dpi or IndexConfig.dpi))
+        config = IndexConfig(dpi=args.dpi or IndexConfig.dpi, backend=args.backend or "local",
+                             milvus_uri=args.milvus_uri or "", workers=args.workers)
+        index = DocumentIndex.open(args.index, config=config)
     else:
         index = DocumentIndex.open(args.index)
+        changes = {}
         if args.dpi is not None and args.dpi != index.config.dpi:
             print(f"--dpi {args.dpi} differs from the index's {index.config.dpi}: every page will be rendered again")
-            index = DocumentIndex.open(args.index, config=replace(index.config, dpi=args.dpi))
+            changes["dpi"] = args.dpi
+        if args.backend and (args.backend, args.milvus_uri or "") != (index.config.backend, index.config.milvus_uri):
+            print(f"--backend {args.backend} differs from the index's {index.config.backend}: every page will be ingested again")
+            changes.update(backend=args.backend, milvus_uri=args.milvus_uri or "")
+        if changes or args.workers is not None:
+            index = DocumentIndex.open(args.index, config=replace(index.config, workers=args.workers, **changes))
     bar, progress = _progress_bar("ingest")
     try:
         report = index.ingest([Path(p) for p in args.paths], progress=progress)
     finally:
         bar.close()
-    _print_report(report, index)
+    if args.json:
+        print(json.dumps(report.to_dict() | {"index_pages": len(index)}, ensure_ascii=False, indent=1))
+    else:
+        _print_report(report, index)
     nothing_indexed = report.skipped and not report.added and not report.unchanged_files
     return EXIT_NOTHING_INDEXED if nothing_indexed else 0
 
@@ -161,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     p.add_argument("--index", required=True, metavar="DIR", help="index folder (created if missing)")
     p.add_argument("--dpi", type=int, default=None, help="PDF render resolution (new index: 144; default: keep the index's)")
+    p.add_argument("--json", action="store_true", help="print the ingest report as JSON (added, removed, skipped with reasons)")
+    p.add_argument("--backend", choices=("local", "milvus"), default=None,
+                   help="where pages are stored and searched (new index: local; default: keep the index's)")
+    p.add_argument("--milvus-uri", default=None, metavar="URI",
+                   help="with --backend milvus: http://host:19530 (a Milvus server or cluster) or a local Milvus Lite file ending in .db")
+    p.add_argument("--workers", type=int, default=None, help="processes rendering and OCRing pages (default: one per core; 0: none)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="search an index")
@@ -195,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UserError, QueryError, EmbedderError) as exc:
+    except (UserError, QueryError, EmbedderError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -13,7 +13,10 @@ from .dense import DenseConfig
 from .fusion import FusionConfig
 
 # Bump when the layout or meaning of anything in the index folder changes.
-FORMAT_VERSION = 2  # 2: compact box lists in the source records
+# 2: compact box lists in the source records; 3: records in SQLite, BM25 in tantivy, FAISS checkpoint + log;
+# 4: term counts per page (exact BM25 over tantivy's candidates)
+FORMAT_VERSION = 4
+BACKENDS = ("local", "milvus")
 
 
 @dataclass
@@ -27,6 +30,13 @@ class IndexConfig:
     max_image_pixels: int = 100_000_000  # decompression-bomb guard for images and rendered pages
     jpeg_quality: int = 90  # for page images that are not already JPEG files
     candidates: int = 100  # pages each retriever proposes before fusion
+    lexical_b: float = 0.4  # BM25 length normalisation (see lexical.py, lexical_tantivy.padding)
+    lexical_k1: float = 0.9  # BM25 term-frequency saturation (backend_local re-scores tantivy's candidates)
+    backend: str = "local"  # "local" (SQLite + tantivy + FAISS in the folder) or "milvus" (see backend_milvus.py)
+    milvus_uri: str = ""  # backend "milvus": http://host:19530, or a local Milvus Lite path ending in .db
+    milvus_collection: str = ""  # backend "milvus": collection name prefix (default: from the folder name)
+    workers: int | None = None  # processes rendering and OCRing pages during ingest; None = one per core, 0 = none
+    dense_checkpoint_every: int = 20_000  # fold this many new vectors into the FAISS checkpoint at once
     dense: DenseConfig = field(default_factory=DenseConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     format_version: int = FORMAT_VERSION
@@ -40,6 +50,10 @@ class IndexConfig:
             "min_text_chars": self.min_text_chars,
             "ocr_min_confidence": self.ocr_min_confidence,
             "ocr_max_side": self.ocr_max_side,
+            "lexical_b": self.lexical_b,
+            "backend": self.backend,
+            "milvus_uri": self.milvus_uri,
+            "milvus_collection": self.milvus_collection,
         }
 
     def to_dict(self) -> dict:

@@ -158,6 +158,27 @@ class DenseIndex:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def write(self, path) -> None:
+        """The FAISS index alone, in FAISS's own format (readable memory-mapped); the caller keeps
+        the tombstones (`removed()`) and replaces the file atomically."""
+        faiss.write_index(self._index, str(path))
+
+    def removed(self) -> list[int]:
+        return sorted(self._deleted)
+
+    @classmethod
+    def read(cls, path, config: DenseConfig | None = None, removed=(), mmap: bool = False) -> "DenseIndex":
+        """Read a file written by `write`. `mmap` maps it read-only instead of loading it (HNSW only:
+        such an index can be searched and given tombstones, never added to in place)."""
+        flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
+        index = faiss.read_index(str(path), flags)
+        dense = cls(index.d, config)
+        dense._index = faiss.downcast_index(index) if not isinstance(index, faiss.IndexIDMap2) else index
+        dense._deleted = {int(i) for i in removed}
+        if dense.kind == "hnsw":
+            faiss.downcast_index(dense._index.index).hnsw.efSearch = dense.config.ef_search
+        return dense
+
     @classmethod
     def load(cls, path, config: DenseConfig | None = None) -> "DenseIndex":
         with np.load(Path(path)) as data:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -55,21 +56,28 @@ class RawPage:
 def count_pages(source: SourceFile) -> int:
     if source.kind == "image":
         return 1
-    with _open_pdf(source) as doc:
+    with open_pdf(source) as doc:
         return doc.page_count
 
 
-def read_pages(source: SourceFile, dpi: int, max_pixels: int, jpeg_quality: int) -> Iterator[RawPage | SourceError]:
-    """Pages of a source in order. A page that fails inside a readable PDF is yielded as a SourceError."""
+def read_pages(source: SourceFile, dpi: int, max_pixels: int, jpeg_quality: int,
+               first: int = 1) -> Iterator[tuple[int, RawPage | SourceError]]:
+    """(page number, page) of a source in order, from page `first` on (1-based). A page that fails
+    inside a readable PDF is yielded as a SourceError."""
     if source.kind == "image":
-        yield _read_image(source, max_pixels, jpeg_quality)
+        if first <= 1:
+            yield 1, _read_image(source, max_pixels, jpeg_quality)
         return
-    with _open_pdf(source) as doc:
-        for index in range(doc.page_count):
-            try:
-                yield _render_pdf_page(doc[index], dpi, max_pixels, jpeg_quality)
-            except Exception as e:  # MuPDF raises plain RuntimeErrors for damaged page streams
-                yield SourceError(f"page {index + 1} could not be rendered: {e}")
+    with open_pdf(source) as doc:
+        for index in range(max(first, 1) - 1, doc.page_count):
+            yield index + 1, read_pdf_page(doc, index, dpi, max_pixels, jpeg_quality)
+
+
+def read_pdf_page(doc: pymupdf.Document, index: int, dpi: int, max_pixels: int, jpeg_quality: int) -> RawPage | SourceError:
+    try:
+        return _render_pdf_page(doc[index], dpi, max_pixels, jpeg_quality)
+    except Exception as e:  # MuPDF raises plain RuntimeErrors for damaged page streams
+        return SourceError(f"page {index + 1} could not be rendered: {e}")
 
 
 def page_boxes(raw: RawPage, ocr: OcrEngine, min_text_chars: int) -> tuple[list[TextBox], str]:
@@ -83,7 +91,12 @@ def page_boxes(raw: RawPage, ocr: OcrEngine, min_text_chars: int) -> tuple[list[
 
 
 # ---- PDFs ----------------------------------------------------------------------------------------
-def _open_pdf(source: SourceFile) -> pymupdf.Document:
+def open_pdf(source: SourceFile) -> pymupdf.Document:
+    try:
+        with open(source.path, "rb"):  # a permission problem is not a corrupt PDF
+            pass
+    except OSError as e:
+        raise SourceError(f"cannot read the file: {e.strerror or e}") from None
     try:
         doc = pymupdf.open(source.path, filetype="pdf")
     except Exception as e:  # FileDataError, EmptyFileError, RuntimeError depending on the damage
@@ -96,7 +109,7 @@ def _open_pdf(source: SourceFile) -> pymupdf.Document:
         )
     if doc.page_count == 0:
         doc.close()
-        raise SourceError("the PDF has no pages")
+        raise SourceError("not a readable PDF (corrupt or truncated): no page could be found in it")
     return doc
 
 
@@ -132,17 +145,27 @@ def _word_boxes(page: pymupdf.Page, to_pixels: pymupdf.Matrix, width: int, heigh
 
 # ---- images --------------------------------------------------------------------------------------
 def _read_image(source: SourceFile, max_pixels: int, jpeg_quality: int) -> RawPage:
-    data = source.path.read_bytes()
+    try:
+        data = source.path.read_bytes()
+    except OSError as e:
+        raise SourceError(f"cannot read the file: {e.strerror or e}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             pixels = image.width * image.height
             if pixels > max_pixels:
-                raise SourceError(_bomb_reason(image.width, image.height, max_pixels))
+                raise SourceError(_bomb_reason(pixels, max_pixels, f"{image.width}x{image.height} = "))
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise SourceError(f"image too large (decompression-bomb guard): {e}") from None
+        # PIL refused the header before our own check ran; its message quotes its own limit, so
+        # give the configured one (and the image's size, which PIL's message carries).
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(found[1]) if found else None
+        if pixels and pixels <= max_pixels:  # within our limit, but past the guard of pages.py's PIL setting
+            raise SourceError(f"image too large: {pixels:,} pixels exceeds the image library's guard of "
+                              f"{2 * Image.MAX_IMAGE_PIXELS:,} (search_engine/pages.py MAX_IMAGE_PIXELS)") from None
+        raise SourceError(_bomb_reason(pixels, max_pixels)) from None
     except UnidentifiedImageError:
         raise SourceError("not a readable image (unknown format or corrupt data)") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or damaged data
@@ -166,9 +189,10 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _bomb_reason(width: int, height: int, limit: int) -> str:
+def _bomb_reason(pixels: int | None, limit: int, size: str = "") -> str:
+    found = f"{size}{pixels:,} pixels exceeds" if pixels else "more pixels than"
     return (
-        f"image too large: {width}x{height} = {width * height:,} pixels exceeds the limit of {limit:,} "
+        f"image too large: {found} the limit of {limit:,} "
         f"(decompression-bomb guard; raise IndexConfig.max_image_pixels if the image is genuine)"
     )
 

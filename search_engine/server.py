@@ -5,7 +5,9 @@ reads, per query, a list of `{"idx": i, "image_file": path}` (top 10); the newer
 takes `POST /search` with `{"queries", "top_k", "vrag_ret"}`. Both work here unchanged. Without
 `vrag_ret` the POST answer is ours: every hit with its fused and per-retriever scores and page
 metadata. `GET /pages/{id}` and `GET /pages/{id}/image` let a client on another machine fetch what
-`image_file` points to, and never serve a file outside the index folder.
+`image_file` points to, and never serve a file outside the index folder. `GET /pages/{id}/model-view`
+serves the exact JPEG the VRAG protocol sends for the page (model_views.py: made once, kept in the
+index folder), with its sizes and sizing key in `X-Input-Size`, `X-Raw-Size`, `X-Model-View-Sizing`.
 
 Every bad request gets a 4xx with `{"error": "<one clear sentence>"}`; a traceback never reaches the
 client. `create_app(index)` takes the index as an argument, so tests and the CLI build the same app.
@@ -22,11 +24,12 @@ from urllib.parse import quote
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .model_views import ModelViews
 from .query import QueryError, validate_query
 from .types import SearchHit
 
@@ -43,7 +46,7 @@ MAX_REQUEST_LINE = 1 << 20
 
 class SearchRequest(BaseModel):
     queries: list[str] | str = Field(description="one query or a list of queries")
-    top_k: int = Field(POST_TOP_K, description="hits per query")
+    top_k: StrictInt = Field(POST_TOP_K, description="hits per query (an integer; true or \"3\" are refused)")
     vrag_ret: bool = Field(False, description="answer in the reference shape: per query, a list of {idx, image_file}")
     mode: Literal["fused", "dense", "lexical"] = "fused"
 
@@ -65,10 +68,12 @@ def _image_url(page_id: str) -> str:
     return f"/pages/{quote(page_id, safe='')}/image"
 
 
-def create_app(index, *, title: str = "VRAG Studio search") -> FastAPI:
-    """A FastAPI app serving `index` (a `DocumentIndex`, or anything with its search/page/pages API)."""
+def create_app(index, *, title: str = "VRAG Studio search", views: ModelViews | None = None) -> FastAPI:
+    """A FastAPI app serving `index` (a `DocumentIndex`, or anything with its search/page/pages API)
+    and the model views of its pages (`views`: the protocol's sizing by default)."""
     app = FastAPI(title=title, version=API_VERSION)
     root = Path(index.folder).resolve()
+    views = views or ModelViews(root)
     # One search at a time: the embedder's fast tokenizer is not safe to share between threads
     # ("Already borrowed"), and on a 2-core machine concurrent searches would not be faster anyway.
     lock = threading.Lock()
@@ -149,17 +154,36 @@ def create_app(index, *, title: str = "VRAG Studio search") -> FastAPI:
         page = find_page(page_id)
         return page.to_dict() | {"text": page.text, "image_url": _image_url(page.page_id)}
 
-    @app.get("/pages/{page_id}/image", summary="The stored page image", response_class=FileResponse)
-    def page_image(page_id: str):
-        page = find_page(page_id)
+    def image_path(page) -> Path:
         # The record comes from the index folder, but a hand-edited or corrupted record must still never
         # make us serve another file: resolve symlinks and `..` and require the result inside the folder.
         path = Path(page.image_file).resolve()
         if not path.is_relative_to(root) or not path.is_file():
-            log.warning("page %s points outside the index folder or to a missing file: %s", page_id, path)
-            raise HTTPException(404, f"no image for page {page_id!r}")
+            log.warning("page %s points outside the index folder or to a missing file: %s", page.page_id, path)
+            raise HTTPException(404, f"no image for page {page.page_id!r}")
+        return path
+
+    @app.get("/pages/{page_id}/image", summary="The stored page image", response_class=FileResponse)
+    def page_image(page_id: str):
+        path = image_path(find_page(page_id))
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type)
+
+    @app.get("/pages/{page_id}/model-view", summary="The exact JPEG the VRAG protocol sends for this page",
+             response_class=Response)
+    def model_view(page_id: str, min_pixels: int = Query(views.sizing.min_pixels), max_pixels: int = Query(views.sizing.max_pixels)):
+        if (min_pixels, max_pixels) != (views.sizing.min_pixels, views.sizing.max_pixels):
+            raise HTTPException(404, f"this server makes model views for min_pixels={views.sizing.min_pixels} and "
+                                     f"max_pixels={views.sizing.max_pixels} only; fetch /pages/{{id}}/image and resize it")
+        page = find_page(page_id)
+        try:
+            view = views.get(page.page_id, image_path(page))
+        except OSError as e:
+            log.warning("cannot make the model view of %s: %s", page.page_id, e)
+            raise HTTPException(404, f"the image of page {page.page_id!r} cannot be read") from None
+        return Response(view.jpeg, media_type="image/jpeg", headers={
+            "X-Input-Size": "%dx%d" % view.input_size, "X-Raw-Size": "%dx%d" % view.raw_size,
+            "X-Model-View-Sizing": views.sizing.key})
 
     @app.get("/health", summary="Liveness plus what is being served")
     def health() -> dict:
@@ -167,7 +191,7 @@ def create_app(index, *, title: str = "VRAG Studio search") -> FastAPI:
             "status": "ok",
             "pages": len(index),
             "embedder": index.config.embedder,  # the name only: asking for the model would load it
-            "index": str(root),
+            "index": root.name,  # the name only: a client has no business knowing server paths
             "index_format": index.config.format_version,
             "version": API_VERSION,
         }

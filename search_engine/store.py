@@ -1,37 +1,67 @@
-"""The index folder on disk, and the only code that writes to it.
+"""The index folder's page records in SQLite (WAL), and the only code that writes them.
 
-    <index>/config.json          IndexConfig, including FORMAT_VERSION
-    <index>/sources/<key>.json   one record per source file: its content hash, its pages (text + boxes)
-                                 and their vectors. THE source of truth; <key> = sha1 of the source path
-    <index>/images/<page_id>.jpg page images (reference naming: the file name is the page id)
-    <index>/dense.npz            FAISS index checkpoint (rebuilt from the records if stale or missing)
-    <index>/manifest.json        summary: each source path -> content hash and page ids
+    <index>/config.json    IndexConfig, including FORMAT_VERSION (what decides the stored content)
+    <index>/records.db     SQLite in WAL mode: THE source of truth (tables below)
+    <index>/images/        page images, `<page_id>.jpg` (reference naming: the file name is the page id)
+    <index>/lexical/       tantivy index over the page tokens (derived; lexical_tantivy.py)
+    <index>/dense.faiss    FAISS checkpoint of the page vectors (derived; dense_store.py)
+    <index>/manifest.json  summary for light readers: each source path -> content hash and page ids
 
-Crash safety: every file is written to a temporary name and moved into place with os.replace, so a
-reader sees the old or the new version, never half of one. A source is committed by writing its
-record last (after its images); a record is removed before its images. A killed ingest therefore
-leaves at most unreferenced images, which `remove_orphan_images` deletes when the next ingest starts,
-and that ingest redoes only the source that was in progress. Writers (ingest, remove) in different
-processes take turns through an flock on <index>/.lock; readers never block.
+Tables: `sources` (one row per source file: content hash, size, mtime, how many of its pages were
+read, whether it is complete), `pages` (one row per page: id, size, boxes, vector; the integer `vid`
+is the page's id in the dense and lexical indexes and is never reused), `changes` (a log of vids
+added and removed, in commit order), `meta` (what the derived indexes have applied of that log).
+
+Nothing per page is held in memory: a page is read by id when asked for (`page`, `pages_by_vid`).
+
+Crash safety:
+- A chunk of pages (or a removal) is one SQLite transaction: its page rows, the source row's
+  progress and the change-log rows commit together or not at all. A killed ingest leaves the last
+  committed chunk; the next ingest resumes after it (`sources.pages_read`).
+- Page images are written before the transaction that names them and deleted after the one that
+  drops them, so a record never names a missing image; `remove_orphan_images` deletes leftovers.
+- The dense and lexical indexes are derived from the records and the change log. Each records
+  how far into the log it is (`dense.faiss`'s sidecar, `meta.lexical_seq`); whoever opens the index
+  catches up from there, so a kill between the records' commit and theirs loses nothing.
+- Writers (ingest, remove) in different processes take turns through an flock on <index>/.lock.
+  Readers never block: WAL readers see the last committed state while a writer works.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
+import sqlite3
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
+import orjson
 
 from .types import Page, TextBox
 
 log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources(
+    id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, n_pages INTEGER NOT NULL, pages_read INTEGER NOT NULL,
+    complete INTEGER NOT NULL, stem TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pages(
+    vid INTEGER PRIMARY KEY, page_id TEXT UNIQUE NOT NULL, source_id INTEGER NOT NULL,
+    page INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, text_source TEXT NOT NULL,
+    boxes TEXT NOT NULL, vector BLOB NOT NULL, terms TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS pages_by_source ON pages(source_id, page);
+CREATE TABLE IF NOT EXISTS changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, vid INTEGER NOT NULL, added INTEGER NOT NULL);
+"""
 
 
 def atomic_write(path: Path, data: bytes, durable: bool = False) -> None:
@@ -46,69 +76,119 @@ def atomic_write(path: Path, data: bytes, durable: bool = False) -> None:
 
 
 @dataclass
-class SourceRecord:
-    """One indexed source file: what it was (hash, size, mtime) and the pages it gave."""
+class SourceState:
+    """One indexed source file: what it was (hash, size, mtime) and how far it was read."""
 
-    source: str  # absolute path
+    path: str  # absolute
     sha256: str
     size: int
     mtime_ns: int
-    vids: list[int]  # internal int id of each page in the dense and lexical indexes
+    n_pages: int
+    pages_read: int = 0  # source pages read so far (indexed or failed); a resume starts after them
+    complete: bool = False
+    stem: str = ""  # page ids are `{stem}_{page}` (PDF) or `stem` (image)
+
+
+@dataclass
+class Chunk:
+    """Pages of one source to commit, with their vectors and lexical tokens (what a backend needs)."""
+
+    state: SourceState  # the source's progress after this chunk
     pages: list[Page]
-    vectors: np.ndarray  # (len(pages), dim) float32
-
-    def to_json(self, folder: Path) -> bytes:
-        pages = [_page_to_json(page, folder) for page in self.pages]
-        vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        return json.dumps(
-            {
-                "source": self.source, "sha256": self.sha256, "size": self.size, "mtime_ns": self.mtime_ns,
-                "vids": self.vids, "pages": pages,
-                "vectors": {"shape": list(vectors.shape), "float32_base64": base64.b64encode(vectors.tobytes()).decode()},
-            },
-            ensure_ascii=False,
-        ).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes, folder: Path) -> "SourceRecord":
-        d = json.loads(data)
-        pages = [_page_from_json(p, folder) for p in d["pages"]]
-        raw = base64.b64decode(d["vectors"]["float32_base64"])
-        vectors = np.frombuffer(raw, dtype=np.float32).reshape(d["vectors"]["shape"]).copy()
-        return cls(d["source"], d["sha256"], int(d["size"]), int(d["mtime_ns"]), list(d["vids"]), pages, vectors)
+    vectors: np.ndarray  # (len(pages), dim)
+    tokens: list[list[str]]
 
 
-# Pages are stored with compact boxes, [text, x1, y1, x2, y2, confidence], and an image path relative
-# to the index folder (so the folder can move). A 500-word PDF page has 500 boxes: dataclasses.asdict
-# on them cost more than rendering the page.
-_PAGE_FIELDS = ("page_id", "source", "page", "width", "height", "text_source")
+@dataclass(frozen=True)
+class HitMeta:
+    """What a search hit needs of its page, without its boxes."""
+
+    page_id: str
+    source: str
+    page: int
 
 
-def _page_to_json(page: Page, folder: Path) -> dict:
-    d = {name: getattr(page, name) for name in _PAGE_FIELDS}
-    d["image_file"] = os.path.relpath(page.image_file, folder)
-    d["boxes"] = [[b.text, *b.box, b.confidence] for b in page.boxes]
-    return d
+def encode_boxes(boxes: list[TextBox]) -> str:
+    """Compact boxes as JSON, [text, x1, y1, x2, y2, confidence] each (orjson: several times the json
+    module's speed; dataclasses.asdict on 500 words cost more than rendering the page)."""
+    return orjson.dumps([(b.text, *b.box, b.confidence) for b in boxes]).decode()
 
 
-def _page_from_json(d: dict, folder: Path) -> Page:
-    boxes = [TextBox(text, (x1, y1, x2, y2), confidence) for text, x1, y1, x2, y2, confidence in d["boxes"]]
-    return Page(**{name: d[name] for name in _PAGE_FIELDS}, image_file=str(folder / d["image_file"]), boxes=boxes)
+def decode_boxes(data: str) -> list[TextBox]:
+    return [TextBox(text, (x1, y1, x2, y2), confidence) for text, x1, y1, x2, y2, confidence in orjson.loads(data)]
+
+
+MANIFEST_MAX_PAGES = 100_000  # past this, manifest.json names no pages (rewriting it would cost seconds)
+
+
+def write_manifest(path: Path, format_version: int, sources: dict[str, tuple[str, bool, list[str]]],
+                   pages: int | None = None) -> None:
+    """manifest.json: {source path: {"sha256", "pages": [page ids], "complete"}}, for light readers
+    that must not open the index. An index of more than MANIFEST_MAX_PAGES pages gets a manifest with
+    `"listed": false` and no sources: `read_sources` reads the records instead."""
+    pages = sum(len(p) for _, _, p in sources.values()) if pages is None else pages
+    listed = pages <= MANIFEST_MAX_PAGES
+    data = {"format_version": format_version, "pages": pages, "listed": listed, "sources": {
+        p: {"sha256": sha, "pages": ids, "complete": complete}
+        for p, (sha, complete, ids) in sorted(sources.items())} if listed else {}}
+    atomic_write(path, json.dumps(data, indent=1, ensure_ascii=False).encode())
+
+
+def read_sources(folder: Path) -> dict[str, dict]:
+    """{source path: {"sha256", "pages": [page ids], "complete"}} of an index folder, without opening
+    the index (no models, no retrievers, no writer lock): from the records when they are local, else
+    from manifest.json. {} when the folder holds no readable index."""
+    folder = Path(folder)
+    try:
+        backend = json.loads((folder / "config.json").read_text()).get("backend", "local")
+    except (OSError, ValueError, AttributeError):
+        backend = "local"
+    if backend == "local" and (folder / RECORDS_FILE).exists():
+        try:
+            db = sqlite3.connect(f"file:{folder / RECORDS_FILE}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = db.execute("SELECT s.path, s.sha256, s.complete, p.page_id FROM sources s "
+                                  "LEFT JOIN pages p ON p.source_id = s.id ORDER BY s.path, p.page").fetchall()
+            finally:
+                db.close()
+            found: dict[str, dict] = {}
+            for path, sha, complete, page_id in rows:
+                entry = found.setdefault(path, {"sha256": sha, "pages": [], "complete": bool(complete)})
+                if page_id is not None:
+                    entry["pages"].append(page_id)
+            return found
+        except sqlite3.Error as e:
+            log.info("cannot read the records of %s: %s", folder, e)
+    try:
+        sources = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("sources", {})
+        return sources if isinstance(sources, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 class IndexStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.sources_dir = self.folder / "sources"
         self.images_dir = self.folder / "images"
         self.config_path = self.folder / "config.json"
         self.manifest_path = self.folder / "manifest.json"
-        self.dense_path = self.folder / "dense.npz"
+        self.db_path = self.folder / RECORDS_FILE
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()  # one connection, shared by the threads of a server or the app
 
+    # ---- the folder --------------------------------------------------------------------------------
     def create(self, config: dict) -> None:
-        self.sources_dir.mkdir(parents=True, exist_ok=True)
         self.images_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.config_path, json.dumps(config, indent=2).encode(), durable=True)
+
+    def read_config(self) -> dict | None:
+        try:
+            return json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.warning("unreadable %s (%s): treating the index as outdated", self.config_path, e)
+            return {}
 
     @contextlib.contextmanager
     def writer_lock(self):
@@ -125,51 +205,241 @@ class IndexStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def stamp(self) -> tuple:
-        """Changes whenever a record or the dense checkpoint is written or removed by anyone."""
-        def mtime(path: Path) -> int:
+    @contextlib.contextmanager
+    def try_writer_lock(self):
+        """The writer lock if it is free right now, else None (a reader never waits for a writer)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as f:
             try:
-                return path.stat().st_mtime_ns
-            except FileNotFoundError:
-                return 0
-        return mtime(self.sources_dir), mtime(self.dense_path), mtime(self.config_path)
-
-    def read_config(self) -> dict | None:
-        try:
-            return json.loads(self.config_path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            log.warning("unreadable %s (%s): treating the index as outdated", self.config_path, e)
-            return {}
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def wipe(self) -> None:
-        """Delete everything this store owns in the folder (never other files a user put there)."""
-        for path in (self.sources_dir, self.images_dir):
+        """Delete everything this store and the derived indexes own (never other files a user put there)."""
+        self.close()
+        for path in (self.images_dir, self.folder / "lexical", self.folder / "sources"):
             shutil.rmtree(path, ignore_errors=True)
-        for path in (self.config_path, self.manifest_path, self.dense_path):
-            path.unlink(missing_ok=True)
+        for name in (RECORDS_FILE, f"{RECORDS_FILE}-wal", f"{RECORDS_FILE}-shm", "config.json", "manifest.json",
+                     "dense.faiss", "dense.json", "dense.npz"):
+            (self.folder / name).unlink(missing_ok=True)
 
-    # ---- source records ----------------------------------------------------------------------------
-    def _record_path(self, source: str) -> Path:
-        return self.sources_dir / (hashlib.sha1(source.encode()).hexdigest()[:20] + ".json")
+    # ---- SQLite --------------------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a killed process loses nothing committed; only a power cut may lose
+            # the last transactions (never corrupting the file).
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            self._db = db
+        return self._db
 
-    def load_records(self) -> list[SourceRecord]:
-        records = []
-        for path in sorted(self.sources_dir.glob("*.json")):
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
             try:
-                records.append(SourceRecord.from_json(path.read_bytes(), self.folder))
-            except (OSError, ValueError, KeyError) as e:  # cannot happen with atomic writes; be loud if it does
-                log.error("ignoring unreadable record %s: %s (its source will be re-ingested)", path, e)
-        return records
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
-    def write_record(self, record: SourceRecord) -> None:
-        atomic_write(self._record_path(record.source), record.to_json(self.folder), durable=True)
+    def _query(self, sql: str, args: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self.db.execute(sql, tuple(args)).fetchall()
 
-    def delete_record(self, source: str) -> None:
-        self._record_path(source).unlink(missing_ok=True)
+    def data_version(self) -> int:
+        """Changes when another connection (another process) commits."""
+        with self._lock:
+            return self.db.execute("PRAGMA data_version").fetchone()[0]
 
-    # ---- page images -------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # ---- sources -------------------------------------------------------------------------------------
+    def sources(self) -> dict[str, SourceState]:
+        rows = self._query("SELECT path, sha256, size, mtime_ns, n_pages, pages_read, complete, stem FROM sources")
+        return {r[0]: SourceState(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows}
+
+    def update_source(self, state: SourceState) -> None:
+        with self.transaction() as db:
+            self._upsert_source(db, state)
+
+    def _upsert_source(self, db: sqlite3.Connection, s: SourceState) -> int:
+        db.execute(
+            "INSERT INTO sources(path, sha256, size, mtime_ns, n_pages, pages_read, complete, stem) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
+            "size = excluded.size, mtime_ns = excluded.mtime_ns, n_pages = excluded.n_pages, "
+            "pages_read = excluded.pages_read, complete = excluded.complete, stem = excluded.stem",
+            (s.path, s.sha256, s.size, s.mtime_ns, s.n_pages, s.pages_read, int(s.complete), s.stem),
+        )
+        return db.execute("SELECT id FROM sources WHERE path = ?", (s.path,)).fetchone()[0]
+
+    def source_page_ids(self, path: str) -> list[str]:
+        return [r[0] for r in self._query(
+            "SELECT p.page_id FROM pages p JOIN sources s ON s.id = p.source_id WHERE s.path = ? ORDER BY p.page", (path,))]
+
+    # ---- pages ---------------------------------------------------------------------------------------
+    def next_vid(self) -> int:
+        """One past every vid ever handed out (the change log remembers removed ones)."""
+        rows = self._query("SELECT max(v) FROM (SELECT max(vid) AS v FROM pages UNION ALL SELECT max(vid) FROM changes)")
+        used = rows[0][0]
+        return int(self.get_meta("next_vid", "0")) if used is None else max(int(used) + 1, int(self.get_meta("next_vid", "0")))
+
+    def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray, list[list[str]]]]) -> None:
+        """Chunks of sources (state, vids, pages, vectors, lexical tokens): their pages and the sources'
+        progress, in one transaction. Each page keeps its term counts, for exact BM25 (backend_local)."""
+        with self.transaction() as db:
+            for state, vids, pages, vectors, tokens in chunks:
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                source_id = self._upsert_source(db, state)
+                db.executemany(
+                    "INSERT INTO pages(vid, page_id, source_id, page, width, height, text_source, boxes, vector, terms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(vid, p.page_id, source_id, p.page, p.width, p.height, p.text_source, encode_boxes(p.boxes),
+                      vectors[i].tobytes(), orjson.dumps(Counter(tokens[i])).decode())
+                     for i, (vid, p) in enumerate(zip(vids, pages))],
+                )
+                db.executemany("INSERT INTO changes(vid, added) VALUES (?, 1)", [(v,) for v in vids])
+
+    def delete_source(self, path: str) -> list[tuple[int, str]]:
+        """Drop a source and its pages in one transaction; returns their (vid, page id)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM sources WHERE path = ?", (path,)).fetchone()
+            if row is None:
+                return []
+            gone = db.execute("SELECT vid, page_id FROM pages WHERE source_id = ? ORDER BY page", (row[0],)).fetchall()
+            db.execute("DELETE FROM pages WHERE source_id = ?", (row[0],))
+            db.execute("DELETE FROM sources WHERE id = ?", (row[0],))
+            db.executemany("INSERT INTO changes(vid, added) VALUES (?, 0)", [(v,) for v, _ in gone])
+        return gone
+
+    def delete_page(self, page_id: str) -> int | None:
+        """Drop one page (its source stays indexed, without it, until the file changes)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT vid FROM pages WHERE page_id = ?", (page_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM pages WHERE vid = ?", (row[0],))
+            db.execute("INSERT INTO changes(vid, added) VALUES (?, 0)", (row[0],))
+        return row[0]
+
+    def count(self) -> int:
+        return self._query("SELECT count(*) FROM pages")[0][0]
+
+    def _page(self, row: tuple) -> Page:
+        page_id, source, page, width, height, text_source, boxes = row
+        return Page(page_id, source, page, str(self.image_path(page_id)), width, height, text_source, decode_boxes(boxes))
+
+    _PAGE_COLUMNS = "p.page_id, s.path, p.page, p.width, p.height, p.text_source, p.boxes"
+
+    def page(self, page_id: str) -> Page | None:
+        rows = self._query(f"SELECT {self._PAGE_COLUMNS} FROM pages p JOIN sources s ON s.id = p.source_id "
+                           "WHERE p.page_id = ?", (page_id,))
+        return self._page(rows[0]) if rows else None
+
+    def iter_pages(self) -> Iterator[Page]:
+        """Every page, in source and page order (read in batches: fine for thousands, slow for millions)."""
+        last = ("", 0)
+        while True:
+            rows = self._query(f"SELECT {self._PAGE_COLUMNS} FROM pages p JOIN sources s ON s.id = p.source_id "
+                               "WHERE (s.path, p.page) > (?, ?) ORDER BY s.path, p.page LIMIT 1000", last)
+            if not rows:
+                return
+            yield from (self._page(r) for r in rows)
+            last = (rows[-1][1], rows[-1][2])
+
+    def hit_meta(self, vids: list[int]) -> dict[int, HitMeta]:
+        if not vids:
+            return {}
+        marks = ",".join("?" * len(vids))
+        rows = self._query(f"SELECT p.vid, p.page_id, s.path, p.page FROM pages p JOIN sources s ON s.id = p.source_id "
+                           f"WHERE p.vid IN ({marks})", vids)
+        return {r[0]: HitMeta(r[1], r[2], r[3]) for r in rows}
+
+    def taken_page_ids(self, page_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(page_ids), 500):
+            part = page_ids[start : start + 500]
+            found.update(r[0] for r in self._query(
+                f"SELECT page_id FROM pages WHERE page_id IN ({','.join('?' * len(part))})", part))
+        return found
+
+    # ---- the change log, for the derived indexes -----------------------------------------------------
+    def last_seq(self) -> int:
+        return self._query("SELECT coalesce(max(seq), 0) FROM changes")[0][0] or int(self.get_meta("log_base", "0"))
+
+    def changes_since(self, seq: int, limit: int = 50_000) -> list[tuple[int, int, bool]]:
+        """(seq, vid, added) after `seq`, in order, at most `limit`."""
+        return [(s, v, bool(a)) for s, v, a in self._query(
+            "SELECT seq, vid, added FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))]
+
+    def page_tokens_source(self, vids: list[int]) -> dict[int, str]:
+        """The boxes (text) of live pages, for the lexical index to (re)index them."""
+        found: dict[int, str] = {}
+        for start in range(0, len(vids), 500):
+            part = vids[start : start + 500]
+            for vid, boxes in self._query(f"SELECT vid, boxes FROM pages WHERE vid IN ({','.join('?' * len(part))})", part):
+                found[vid] = "\n".join(b.text for b in decode_boxes(boxes))
+        return found
+
+    def term_counts(self, vids: list[int]) -> dict[int, dict[str, int]]:
+        """{vid: {token: count}} of live pages (what exact BM25 needs of a candidate)."""
+        marks = ",".join("?" * len(vids))
+        return {vid: orjson.loads(terms) for vid, terms in self._query(
+            f"SELECT vid, terms FROM pages WHERE vid IN ({marks})", [int(v) for v in vids])}
+
+    def vectors(self, vids: list[int]) -> dict[int, np.ndarray]:
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(vids), 500):
+            part = vids[start : start + 500]
+            for vid, blob in self._query(f"SELECT vid, vector FROM pages WHERE vid IN ({','.join('?' * len(part))})", part):
+                found[vid] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def iter_vectors(self, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(vids, vectors) of every live page, in vid order."""
+        last = -1
+        while True:
+            rows = self._query("SELECT vid, vector FROM pages WHERE vid > ? ORDER BY vid LIMIT ?", (last, batch))
+            if not rows:
+                return
+            yield np.array([r[0] for r in rows], np.int64), np.vstack([np.frombuffer(r[1], np.float32) for r in rows])
+            last = rows[-1][0]
+
+    def forget_changes(self, through: int) -> None:
+        """Drop log rows every derived index has applied (the next vid is kept in meta)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT max(vid) FROM changes WHERE seq <= ?", (through,)).fetchone()
+            if row[0] is not None:
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_vid', ?)",
+                           (str(max(int(row[0]) + 1, int(self.get_meta("next_vid", "0")))),))
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('log_base', ?)", (str(through),))
+            db.execute("DELETE FROM changes WHERE seq <= ?", (through,))
+
+    # ---- page images ---------------------------------------------------------------------------------
     def image_path(self, page_id: str) -> Path:
         return self.images_dir / f"{page_id}.jpg"
 
@@ -181,34 +451,51 @@ class IndexStore:
     def delete_image(self, page_id: str) -> None:
         self.image_path(page_id).unlink(missing_ok=True)
 
-    def remove_orphan_images(self, referenced: set[str]) -> int:
-        """Delete images (and temp files) no record refers to: leftovers of an interrupted ingest."""
+    def remove_orphan_images(self, is_page: callable) -> int:
+        """Delete images (and temp files) no page refers to: leftovers of an interrupted ingest."""
         removed = 0
-        for path in self.images_dir.iterdir():
-            if str(path) not in referenced:
+        names = [p for p in self.images_dir.iterdir()] if self.images_dir.is_dir() else []
+        stems = [p.stem for p in names if p.suffix == ".jpg" and not p.name.startswith(".")]
+        known = is_page(stems)
+        for path in names:
+            if path.name.startswith(".") or path.suffix != ".jpg" or path.stem not in known:
                 path.unlink(missing_ok=True)
                 removed += 1
         for path in self.folder.glob(".*.tmp*"):
             path.unlink(missing_ok=True)
         return removed
 
-    # ---- manifest ----------------------------------------------------------------------------------
-    def write_manifest(self, records: list[SourceRecord], format_version: int) -> None:
-        sources = {r.source: {"sha256": r.sha256, "pages": [p.page_id for p in r.pages]} for r in records}
-        data = {"format_version": format_version, "sources": dict(sorted(sources.items()))}
-        atomic_write(self.manifest_path, json.dumps(data, indent=1, ensure_ascii=False).encode())
+    # ---- manifest (for light readers: pages/common.index_sources) ------------------------------------
+    def write_manifest(self, format_version: int) -> None:
+        count = self.count()
+        if count > MANIFEST_MAX_PAGES:
+            write_manifest(self.manifest_path, format_version, {}, pages=count)
+            return
+        sources: dict[str, tuple[str, bool, list[str]]] = {}
+        rows = self._query("SELECT s.path, s.sha256, s.complete, p.page_id FROM sources s "
+                           "LEFT JOIN pages p ON p.source_id = s.id ORDER BY s.path, p.page")
+        for path, sha, complete, page_id in rows:
+            entry = sources.setdefault(path, (sha, bool(complete), []))
+            if page_id is not None:
+                entry[2].append(page_id)
+        write_manifest(self.manifest_path, format_version, sources)
 
     def known_sources(self) -> list[str]:
-        """Source paths named by the manifest or any record, read leniently (any format version):
-        what an outdated index is rebuilt from."""
+        """Source paths named by the manifest, the records or a previous format's records, read leniently
+        (any format version): what an outdated index is rebuilt from."""
         found: set[str] = set()
         try:
             found.update(json.loads(self.manifest_path.read_text()).get("sources", {}))
         except (OSError, ValueError, AttributeError):
             pass
-        for path in self.sources_dir.glob("*.json"):
+        for path in (self.folder / "sources").glob("*.json"):  # format 2: one JSON record per source
             try:
                 found.add(str(json.loads(path.read_bytes())["source"]))
             except (OSError, ValueError, KeyError, TypeError):
+                pass
+        if self.db_path.exists():
+            try:
+                found.update(self.sources())
+            except sqlite3.Error:
                 pass
         return sorted(found)

@@ -87,8 +87,12 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class SkippedFile:
+    """A path ingest could not use, and why. `kind`: "file", "folder" (could not be listed; what was
+    indexed under it is kept) or "link" (a broken link, or a linked folder, which is not followed)."""
+
     path: str
     reason: str
+    kind: str = "file"
 
 
 @dataclass

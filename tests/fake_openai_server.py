@@ -11,6 +11,12 @@ A script entry is one of:
 - a callable(body) -> str: a reply computed from the request;
 - `Fail(status, message)`: an HTTP error with vLLM's error body;
 - `Slow(seconds, reply)`: answer after a delay (for client timeouts).
+Misbehaving servers, for fault injection (tests/test_agent_faults.py):
+- `Raw(status, body, content_type, length)`: exactly these bytes (a 502 HTML page, a body cut
+  short, an empty body, a wrong shape, 20 MB); a `length` above len(body) declares more than is
+  sent, and the connection is closed mid-body;
+- `Trickle(body, interval)`: headers at once, then the body one byte every `interval` seconds;
+- `Hang()`: read the request and never answer (until the server stops).
 When the script runs out the server answers 500, so a test never hangs on a missing reply.
 """
 from __future__ import annotations
@@ -46,6 +52,37 @@ class Slow:
     reply: str
 
 
+@dataclass
+class Raw:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    length: int | None = None  # the Content-Length to declare (default: len(body))
+
+
+@dataclass
+class Trickle:
+    body: bytes
+    interval: float = 1.0
+
+
+@dataclass
+class Hang:
+    pass
+
+
+def completion_json(text, model: str = "Qwen/Qwen2.5-VL-7B-Instruct", prompt_tokens: int = 1, completion_tokens: int = 1) -> dict:
+    """vLLM's non-streaming chat completion body for one reply `text`."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
 def decode_images(body: dict) -> list[Image.Image]:
     """All images of a chat request, decoded (raises ValueError on a bad one)."""
     images = []
@@ -78,7 +115,10 @@ class FakeOpenAIServer:
         self.limit_images = limit_images
         self.requests: list[dict] = []  # bodies of chat completion requests, in order
         self.paths: list[str] = []  # every request line path
+        self.arrivals: list[float] = []  # time.monotonic() when each chat request was read (to measure deadlines)
+        self.hung_up: list[float] = []  # time.monotonic() when a client closed the connection before the reply was sent
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # ends Hang and Trickle replies when the server stops
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -99,6 +139,36 @@ class FakeOpenAIServer:
 
             def log_message(self, *args):  # keep test output quiet
                 pass
+
+            def handle_one_request(self):  # a client that gave up (deadline, size cap) is not an error here
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    server.hung_up.append(time.monotonic())
+                    self.close_connection = True
+
+            def _raw(self, entry: Raw) -> None:
+                self.send_response(entry.status)
+                self.send_header("Content-Type", entry.content_type)
+                self.send_header("Content-Length", str(len(entry.body) if entry.length is None else entry.length))
+                self.end_headers()
+                self.wfile.write(entry.body)
+                if entry.length is not None and entry.length > len(entry.body):
+                    self.wfile.flush()
+                    self.close_connection = True  # hang up mid-body
+
+            def _trickle(self, entry: Trickle) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(entry.body)))
+                self.end_headers()
+                self.wfile.flush()
+                for i in range(len(entry.body)):
+                    if server._stopping.wait(entry.interval):
+                        break
+                    self.wfile.write(entry.body[i:i + 1])
+                    self.wfile.flush()
+                self.close_connection = True
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
@@ -130,6 +200,7 @@ class FakeOpenAIServer:
                 except ValueError:
                     return self._error(400, "request body is not JSON")
                 server.requests.append(body)
+                server.arrivals.append(time.monotonic())
                 if body.get("model") != server.model:
                     return self._error(404, f"The model `{body.get('model')}` does not exist.")
                 if not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -143,20 +214,23 @@ class FakeOpenAIServer:
                 entry = server._next()
                 if isinstance(entry, Fail):
                     return self._error(entry.status, entry.message)
+                if isinstance(entry, Raw):
+                    return self._raw(entry)
+                if isinstance(entry, Trickle):
+                    return self._trickle(entry)
+                if isinstance(entry, Hang):
+                    server._stopping.wait()
+                    self.close_connection = True
+                    return
                 if isinstance(entry, Slow):
                     time.sleep(entry.seconds)
                     entry = entry.reply
                 text = entry(body) if callable(entry) else entry
                 prompt_tokens = len(raw) // 16 + 300 * len(images)  # deterministic stand-in for a real count
                 completion_tokens = max(1, len(text) // 4)
-                self._send(200, {
-                    "id": f"chatcmpl-{len(server.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": server.model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-                })
+                reply = completion_json(text, server.model, prompt_tokens, completion_tokens)
+                reply["id"] = f"chatcmpl-{len(server.requests)}"
+                self._send(200, reply)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -165,6 +239,7 @@ class FakeOpenAIServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -180,4 +255,4 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-Script = list[str | Fail | Slow | Callable[[dict], str]]
+Script = list[str | Fail | Slow | Raw | Trickle | Hang | Callable[[dict], str]]

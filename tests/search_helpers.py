@@ -9,12 +9,14 @@ import pymupdf
 from PIL import Image, ImageDraw, ImageFont
 
 
-def make_pdf(path: Path, pages: list[str], fontsize: float = 14, rotation: int = 0, **save_options) -> Path:
-    """A born-digital PDF: one page per string, the text written at (72, 100) pt on US Letter."""
+def make_pdf(path: Path, pages: list[str], fontsize: float = 14, rotation: int = 0, fontname: str = "helv",
+             **save_options) -> Path:
+    """A born-digital PDF: one page per string, the text written at (72, 100) pt on US Letter
+    (fontname "china-s" is MuPDF's built-in Chinese font)."""
     doc = pymupdf.open()
     for text in pages:
         page = doc.new_page(width=612, height=792)
-        page.insert_text((72, 100), text, fontsize=fontsize)
+        page.insert_text((72, 100), text, fontsize=fontsize, fontname=fontname)
         if rotation:
             page.set_rotation(rotation)
     doc.save(path, **save_options)

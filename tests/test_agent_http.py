@@ -7,6 +7,7 @@ import base64
 import io
 import math
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +20,7 @@ from agent.trajectory import TrajectoryStore, image_bytes
 from agent_index import open_tiny_index
 from fake_openai_server import CONTEXT_ERROR, FakeOpenAIServer, Fail, Slow, closed_port_url, decode_images
 from search_engine.server import create_app
+from search_engine.types import SearchHit
 from served import serving
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -180,7 +182,7 @@ def test_final_turn_nudge_over_http(index):
 
 @pytest.mark.parametrize("failure, words", [
     (Fail(500, "engine crashed"), ["HTTP 500", "engine crashed"]),
-    (Fail(400, CONTEXT_ERROR), ["longer than the model's context", "--max-turns"]),
+    (Fail(400, CONTEXT_ERROR), ["longer than the model's context", "32768 tokens"]),
     (Slow(2.0, "<think>late</think><answer>x</answer>"), ["did not answer within 0.5 s"]),
 ])
 def test_server_failure_mid_episode_keeps_the_partial_trajectory(index, tmp_path, failure, words):
@@ -230,3 +232,40 @@ def test_http_searcher_errors_name_the_url(search_server):
     down = closed_port_url().removesuffix("/v1")
     with pytest.raises(SearchError, match=f"cannot reach the search server at {down}/search"):
         HttpSearcher(down).search("revenue", 3)
+
+
+class OnePage(HttpSearcher):
+    """Our search server's searcher with its retrieval replaced by one known hit (each page in turn)."""
+
+    def __init__(self, base_url, hit, client):
+        super().__init__(base_url, client=client)
+        self.hit = hit
+
+    def search(self, query, top_k):
+        return [self.hit]
+
+
+def test_every_demo_page_is_sent_as_the_reference_sends_it(demo_index):
+    """All 25 real pages (one 5334x3000) over our search server: the search turn sends the page's kept
+    model view, the crop is cut from the full page; both byte-identical to the reference client's."""
+    bbox = [100, 80, 400, 300]
+    script = ["<think>a</think><search>page</search>", f"<think>b</think><bbox>{bbox}</bbox>", "<think>c</think><answer>x</answer>"]
+    sizes = set()
+    with serving(create_app(demo_index)) as url:
+        pages = demo_index.pages()
+        assert len(pages) == 25
+        for page in pages:
+            asked = []
+            client = httpx.Client(event_hooks={"request": [lambda request: asked.append(request.url.path)]})
+            hit = SearchHit(1, 1.0, page.page_id, page.image_file, page.source, page.page)
+            with FakeOpenAIServer(list(script)) as server:
+                traj = run(make_policy("vllm", base_url=server.base_url, model=MODEL), OnePage(url, hit, client))
+                body = server.requests[-1]
+            raw = Image.open(page.image_file)
+            shown, page_jpeg = ref_process(raw)
+            crop_jpeg = ref_process(ref_crop(raw, shown, bbox))[1]
+            assert sent_jpegs(body) == [page_jpeg, crop_jpeg], page.page_id
+            assert [t.observation.input_size for t in traj.turns[:2]] == [shown.size, Image.open(io.BytesIO(crop_jpeg)).size]
+            assert asked == [f"/pages/{page.page_id}/model-view", f"/pages/{page.page_id}/image"]  # the view, then the page once
+            sizes.add(raw.size)
+    assert (5334, 3000) in sizes and (1024, 768) in sizes

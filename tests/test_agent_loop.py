@@ -157,6 +157,19 @@ def test_search_error_stops_cleanly_and_records_the_turn():
     assert "http://127.0.0.1:9/search" in traj.error and len(policy.calls) == 1
 
 
+def test_a_page_fetch_failure_keeps_the_hits_found():
+    class NoPages(MemorySearcher):
+        def page_image(self, page_id):
+            raise SearchError(f"the search server has no image for {page_id}")
+
+    policy = ScriptedPolicy([T + "<search>q</search>"])
+    config = AgentConfig()
+    traj = new_trajectory("q?", policy, config)
+    [turn] = list(run_episode(traj, policy, NoPages(PAGES), config))
+    assert len(turn.hits) == 3 and turn.observation is None and traj.images == {}
+    assert traj.error.startswith("the search server has no image for")
+
+
 def test_bugs_raise():
     class Buggy(MemorySearcher):
         def search(self, query, top_k):
@@ -244,3 +257,80 @@ def test_random_replies_never_break_the_loop(script, budgets):
         assert Trajectory.from_dict(traj.to_dict()) == traj
 
     assert fed == len(script) == 10
+
+
+# --- the episode deadline -------------------------------------------------------------------------
+
+
+class SlowPolicy(ScriptedPolicy):
+    def __init__(self, replies, seconds):
+        super().__init__(replies)
+        self.seconds = seconds
+
+    def complete(self, messages):
+        import time
+
+        time.sleep(self.seconds)
+        return super().complete(messages)
+
+
+class SlowSearcher(MemorySearcher):
+    def __init__(self, pages, seconds_by_call):
+        super().__init__(pages)
+        self.seconds_by_call = list(seconds_by_call)
+
+    def search(self, query, top_k):
+        import time
+
+        time.sleep(self.seconds_by_call.pop(0) if self.seconds_by_call else 0)
+        return super().search(query, top_k)
+
+
+def test_config_validates_the_episode_timeout():
+    assert AgentConfig(episode_timeout=2.5).to_dict() == {"max_turns": 10, "top_k": 10, "protocol": "demo", "episode_timeout": 2.5}
+    for bad in (0, -1, float("inf"), float("nan"), True, "3"):
+        with pytest.raises(ValueError, match="episode_timeout must be a positive number"):
+            AgentConfig(episode_timeout=bad)
+
+
+def test_episode_deadline_during_a_model_call():
+    import time
+
+    policy = SlowPolicy([T + "<search>q</search>"] * 5, seconds=0.4)
+    config = AgentConfig(episode_timeout=1.0)
+    traj = new_trajectory("q?", policy, config)
+    started = time.monotonic()
+    turns = list(run_episode(traj, policy, MemorySearcher(PAGES), config))
+    late = time.monotonic() - started - 1.0
+    assert -0.05 < late < 0.3  # ends at the deadline, not after the call
+    assert len(turns) == 2 and traj.turns == turns and not traj.finished and traj.answer is None
+    assert traj.error == "the episode did not finish within its 1 s limit (the model was still answering turn 3; 2 turns kept)"
+    assert traj.error_hints["cli"].startswith("raise --episode-timeout") and traj.outcome == "error"
+
+
+def test_episode_deadline_during_a_search_keeps_the_reply_and_drops_the_late_result(tmp_path):
+    import time
+
+    policy = ScriptedPolicy([T + "<search>a</search>", T + "<search>b</search>", T + "<answer>x</answer>"])
+    searcher = SlowSearcher(PAGES, [0.0, 1.5])
+    config = AgentConfig(episode_timeout=0.6)
+    traj = new_trajectory("q?", policy, config)
+    started = time.monotonic()
+    list(run_episode(traj, policy, searcher, config))
+    assert time.monotonic() - started < 0.6 + 0.3
+    assert [t.action for t in traj.turns] == ["search", "search"] and traj.turns[1].argument == "b"
+    assert traj.turns[1].observation is None and traj.turns[1].hits == []
+    assert traj.turns[1].error == "the search was not carried out: the episode's time ran out"
+    assert "turn 2's search was still running; 2 turns kept" in traj.error
+    folder = traj.save(tmp_path / traj.id)
+    time.sleep(1.2)  # the abandoned search finishes now: it must change nothing
+    assert set(traj.images) == {traj.turns[0].observation.file} and traj.turns[1].observation is None
+    assert Trajectory.load(folder) == traj
+
+
+def test_without_a_deadline_no_thread_is_started(monkeypatch):
+    import agent.loop as loop
+
+    monkeypatch.setattr(loop, "run_before", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a thread was used")))
+    traj, *_ = run([T + "<search>q</search>", T + "<bbox>[0, 0, 100, 100]</bbox>", T + "<answer>a</answer>"])
+    assert traj.finished and len(traj.turns) == 3

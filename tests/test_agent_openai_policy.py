@@ -64,7 +64,9 @@ def test_connection_refused_names_the_endpoint():
         policy.complete(MESSAGES)
     assert time.perf_counter() - started < 5  # no hidden retries
     assert f"{url}/chat/completions" in str(e.value) and "cannot reach" in str(e.value)
-    assert "vllm serve" in str(e.value)
+    assert "vllm serve" not in str(e.value) and "`" not in str(e.value)  # words for a person; commands go in the hint
+    assert "vllm serve" in e.value.cli_hint and "--host 127.0.0.1" in e.value.cli_hint and "--base-url" in e.value.cli_hint
+    assert "Settings page" in e.value.app_hint
 
 
 def test_timeout():
@@ -75,28 +77,54 @@ def test_timeout():
         assert server.base_url in str(e.value)
 
 
-@pytest.mark.parametrize("failure, words", [
-    (Fail(500, "CUDA out of memory"), ["HTTP 500", "CUDA out of memory", "server's log"]),
-    (Fail(400, CONTEXT_ERROR), ["HTTP 400", "longer than the model's context", "--max-model-len", "--max-turns"]),
-    (Fail(400, "At most 1 image(s) may be provided in one request."), ["too many images", "--limit-mm-per-prompt image=10"]),
-    (Fail(401, "bad key"), ["HTTP 401", "--api-key"]),
-    (Fail(422, "strange"), ["HTTP 422", "strange"]),
+def test_the_deadline_is_on_the_whole_call_and_the_abandoned_read_stops():
+    """Headers at once, then a byte every 0.2 s: each read is quick, the call is not."""
+    import json
+
+    from fake_openai_server import Trickle, completion_json
+
+    body = json.dumps(completion_json("<answer>x</answer>")).encode()  # ~250 bytes: 50 s if read to the end
+    with FakeOpenAIServer([Trickle(body, interval=0.2)]) as server:
+        policy = OpenAIChatPolicy(base_url=server.base_url, model=MODEL, timeout=1.0)
+        started = time.perf_counter()
+        with pytest.raises(PolicyError, match=r"did not answer within 1 s") as e:
+            policy.complete(MESSAGES)
+        assert time.perf_counter() - started < 1.2
+        assert e.value.cli_hint == "raise --timeout, or check the server's load"
+        deadline = time.monotonic() + 3
+        while not server.hung_up and time.monotonic() < deadline:  # the worker stops reading at its next byte
+            time.sleep(0.05)
+        assert server.hung_up and server.hung_up[0] - server.arrivals[0] < 1.0 + 1.0
+
+
+@pytest.mark.parametrize("failure, words, cli, app", [
+    (Fail(500, "CUDA out of memory"), ["HTTP 500", "CUDA out of memory"], ["server's log"], ["log"]),
+    (Fail(400, CONTEXT_ERROR), ["HTTP 400", "longer than the model's context", "32768"], ["--max-model-len", "--max-turns"], ["turn budget"]),
+    (Fail(400, "At most 1 image(s) may be provided in one request."), ["too many images"], ["--limit-mm-per-prompt image=10"], ["10 images"]),
+    (Fail(401, "bad key"), ["HTTP 401", "not authorised", "bad key"], ["--api-key"], ["API key on the Settings page"]),
+    (Fail(422, "strange"), ["HTTP 422", "strange"], [], []),
 ])
-def test_http_errors_become_policy_errors(failure, words):
+def test_http_errors_become_policy_errors(failure, words, cli, app):
     with FakeOpenAIServer([failure]) as server:
         policy = OpenAIChatPolicy(base_url=server.base_url, model=MODEL)
         with pytest.raises(PolicyError) as e:
             policy.complete(MESSAGES)
         message = str(e.value)
         assert f"{server.base_url}/chat/completions" in message
+        assert "--" not in message.replace(server.base_url, "")  # no flags in the words for a person
         for word in words:
             assert word in message
+        for word in cli:
+            assert word in e.value.cli_hint
+        for word in app:
+            assert word in e.value.app_hint and "--" not in e.value.app_hint
 
 
 def test_unknown_model_name():
     with FakeOpenAIServer(["x"]) as server:
-        with pytest.raises(PolicyError, match=r"model 'wrong' not found.*--model"):
+        with pytest.raises(PolicyError, match=r"model 'wrong' not found") as e:
             OpenAIChatPolicy(base_url=server.base_url, model="wrong").complete(MESSAGES)
+        assert "--model" in e.value.cli_hint and "Settings page" in e.value.app_hint
 
 
 def test_server_side_image_limit_is_reported():
@@ -134,3 +162,16 @@ def test_factory_reports_a_missing_policy_module(monkeypatch):
 def test_factory_drops_none_options():
     policy = make_policy("vllm", base_url="http://gpu:8001", model=None, temperature=None)
     assert policy.model == "Qwen/Qwen2.5-VL-7B-Instruct" and policy.base_url == "http://gpu:8001/v1" and policy.temperature is None
+
+
+def test_health_is_bounded_and_never_raises():
+    """A server that accepts the connection and never answers its models list: the check gives up at its timeout."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # the kernel accepts the connection; nobody ever answers
+        started = time.perf_counter()
+        status = health(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", timeout=1.0)
+        assert time.perf_counter() - started < 1.5
+    assert status["ok"] is False and status["models"] == [] and "did not answer within 1 s" in status["error"]

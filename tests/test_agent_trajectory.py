@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from agent.conversation import build_messages
 from agent.loop import AgentConfig, new_trajectory, run_to_end
-from agent.trajectory import TRAJECTORY_FILE, Trajectory, TrajectoryStore, image_bytes
+from agent.trajectory import TRAJECTORY_FILE, Trajectory, TrajectoryFormatError, TrajectoryStore, image_bytes
 from agent_doubles import MemorySearcher, ScriptedPolicy, noise_page
 
 T = "<think>t</think>"
@@ -75,3 +76,36 @@ def test_store_lists_good_and_reports_corrupt(tmp_path):
     assert "not valid JSON" in reasons["20990101-000000-bad000"]
     assert "schema version 99" in reasons["20990101-000000-old000"]
     assert "missing" in reasons["20990101-000000-noimg0"]
+
+
+@pytest.mark.parametrize("mutate, field, words", [
+    (lambda r, f: r.update(turns="abc"), "turns", "valid array"),
+    (lambda r, f: r.update(policy=None), "policy", "object"),
+    (lambda r, f: r.update(question=123), "question", "valid string"),
+    (lambda r, f: r.update(id="../../escape"), "id", "not a trajectory id"),
+    (lambda r, f: r.pop("id"), "id", "Field required"),
+    (lambda r, f: r["turns"][1].update(index="1"), "turns.1.index", "valid integer"),
+    (lambda r, f: r["turns"][0].update(hits=["a", "b"]), "turns.0.hits.0", "object"),
+    (lambda r, f: r["turns"][0]["hits"][0].update(score="high"), "turns.0.hits.0.score", "valid number"),
+    (lambda r, f: r.update(rewards={"reward": "0.5"}), "rewards.reward", "valid number"),
+    (lambda r, f: r["turns"][0]["observation"].update(file="/etc/passwd"), "turns.0.observation.file", "plain"),
+    (lambda r, f: r["turns"][1]["acted_on"].update(file="../../../../../../etc/passwd"), "turns.1.acted_on.file", "plain"),
+    (lambda r, f: r["turns"][0].update(maps={"attention": "/etc/x.npy"}), "turns.0.maps.attention", "plain"),
+    (lambda r, f: r["turns"][1]["observation"].update(region=[0, 0, 0, 10]), "turns.1.observation.region", "at least one pixel"),
+    (lambda r, f: r["turns"].insert(0, r["turns"][0]), "turns.1.index", "says it is turn 0"),
+    (lambda r, f: (f / r["turns"][0]["observation"]["file"]).write_bytes(b"<html>not an image</html>"), "turns.0.observation.file",
+     "not a JPEG or PNG image"),
+], ids=["turns abc", "policy null", "question 123", "id escape", "no id", "string index", "string hits", "string score",
+        "string reward", "absolute file", "traversal file", "map path", "empty region", "index order", "not an image"])
+def test_each_bad_field_is_named_by_its_path(tmp_path, mutate, field, words):
+    """The probe's corrupt records (issue 10): each is one TrajectoryFormatError naming the field."""
+    traj, _ = episode()
+    folder = traj.save(tmp_path / traj.id)
+    record = json.loads((folder / TRAJECTORY_FILE).read_text(encoding="utf-8"))
+    mutate(record, folder)
+    (folder / TRAJECTORY_FILE).write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(TrajectoryFormatError) as e:
+        Trajectory.load(folder)
+    assert e.value.field == field and f"{field}: " in str(e.value) and words in str(e.value), str(e.value)
+    good, bad = TrajectoryStore(tmp_path).list()
+    assert good == [] and [tid for tid, _ in bad] == [traj.id]

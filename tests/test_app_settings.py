@@ -1,14 +1,16 @@
-"""The Settings page under AppTest: endpoints and their health, the remote search server, paths, packages."""
+"""The Settings page under AppTest: endpoints and their health, the settings file (kept across reloads,
+checked when read), the local model folder check, the remote search server, paths, packages."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 
 from agent.trajectory import TrajectoryStore
 from app_support import app, clean_env, data_root, search_server, texts, unescape_md  # noqa: F401 (fixtures)
 from fake_openai_server import FakeOpenAIServer, closed_port_url
 
-SERVE = (
-    "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 0.0.0.0 --limit-mm-per-prompt image=10 "
+SERVE = (  # the reference command, bound to the GPU machine itself (issue 10: exposing it is a deliberate choice)
+    "vllm serve autumncc/Qwen2.5-VL-7B-VRAG --port 8001 --host 127.0.0.1 --limit-mm-per-prompt image=10 "
     "--served-model-name Qwen/Qwen2.5-VL-7B-Instruct"
 )
 
@@ -17,7 +19,8 @@ def test_shows_the_serve_command_paths_and_packages(data_root, clean_env):
     clean_env.setenv("VRAG_BASE_URL", closed_port_url())
     at = app("pages/settings.py")
     assert not at.exception and not at.error
-    assert SERVE in texts(at.code)  # the exact reference command (../shared/notes/vrag-protocol.md)
+    [code] = texts(at.code)
+    assert SERVE in code.splitlines()  # the exact reference command (../shared/notes/vrag-protocol.md)
     assert any("cannot reach" in unescape_md(w) for w in texts(at.warning))  # the model server is down
     paths = at.dataframe[0].value
     assert dict(zip(paths["what"], paths["path"]))["data root"] == str(data_root)
@@ -40,6 +43,62 @@ def test_model_server_up_and_settings_persist_across_pages(data_root, clean_env)
         assert at.session_state["settings"].model == "my-served-model"
 
 
+def test_settings_survive_a_reload_in_the_settings_file(data_root, clean_env):
+    at = app("pages/settings.py")
+    assert not (data_root / "settings.json").exists()  # a visit alone writes nothing
+    at.text_input(key="settings_base_url").input("http://gpu-box:8001/v1").run()
+    at.text_input(key="settings_model").input("vrag-7b").run()
+    at.text_input(key="settings_api_key").input("secret-key").run()
+    at.text_input(key="settings_transformers_model").input("/models/none-here").run()
+    assert any(t.value == "Settings saved" for t in at.toast)
+    saved = json.loads((data_root / "settings.json").read_text())
+    assert saved == {"base_url": "http://gpu-box:8001/v1", "model": "vrag-7b", "api_key": "secret-key", "transformers_model": "/models/none-here", "search_url": ""}
+    reloaded = app("pages/settings.py")  # a new browser session: what a reload is
+    assert reloaded.text_input(key="settings_base_url").value == "http://gpu-box:8001/v1"
+    assert reloaded.text_input(key="settings_model").value == "vrag-7b"
+    assert reloaded.text_input(key="settings_transformers_model").value == "/models/none-here"
+    assert reloaded.session_state["settings"].api_key == "secret-key"
+
+
+def test_a_corrupt_settings_file_is_said_and_the_defaults_are_used(data_root, clean_env):
+    (data_root / "settings.json").write_text('{"base_url": "http://half-writ')
+    at = app("pages/settings.py")
+    assert not at.exception
+    [warning] = [unescape_md(w) for w in texts(at.warning) if "saved settings" in unescape_md(w)]
+    assert "could not be read: it is not valid JSON" in warning and "using the defaults" in warning
+    assert at.text_input(key="settings_base_url").value == "http://127.0.0.1:8001/v1"
+    at.text_input(key="settings_model").input("fixed").run()
+    assert json.loads((data_root / "settings.json").read_text())["model"] == "fixed"
+    assert (data_root / "settings.json.unreadable").read_text() == '{"base_url": "http://half-writ'
+    assert not any("saved settings" in unescape_md(w) for w in texts(at.warning))
+
+
+def test_the_local_model_folder_is_checked_and_what_is_wrong_is_said(data_root, clean_env, tmp_path):
+    from tiny_vlm import tiny_model_dir
+
+    at = app("pages/settings.py")
+    at.text_input(key="settings_transformers_model").input(str(tiny_model_dir())).run()
+    assert any("holds a Qwen2.5-VL model" in unescape_md(s) for s in texts(at.success))
+    broken = tmp_path / "half-download"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
+    at.text_input(key="settings_transformers_model").input(str(broken)).run()
+    [warning] = [unescape_md(w) for w in texts(at.warning) if "Local model" in w]
+    assert "cannot be used" in warning
+    for says in ("no weight files", "no preprocessor_config.json", "no tokenizer files"):
+        assert says in warning
+    assert "`" not in warning and "--" not in warning  # words for a person, not a shell
+
+
+def test_page_text_speaks_to_a_person_not_to_a_shell(data_root, clean_env):
+    clean_env.setenv("VRAG_BASE_URL", closed_port_url())
+    at = app("pages/settings.py")
+    for kind in ("markdown", "caption", "warning", "success", "info", "subheader", "error"):
+        for text in texts(getattr(at, kind)):
+            assert "`" not in unescape_md(text), (kind, text)  # no raw backticks (commands are in code blocks only)
+    assert all(not w.help or "`" not in w.help for w in at.text_input)
+
+
 def test_remote_search_server_is_checked_and_used_by_the_agent(data_root, clean_env):
     at = app("pages/settings.py")
     at.radio(key="settings_search_mode").set_value("remote HTTP").run()
@@ -59,6 +118,8 @@ def test_remote_search_server_is_checked_and_used_by_the_agent(data_root, clean_
         at.button_group(key="ask_policy").set_value("vllm").run()
         at.text_area(key="ask_question").input("How much water went to Hillcrest?").run()
         next(b for b in at.button if b.label == "Ask").click().run()
+        assert at.session_state["ask_run"].worker.join(120)  # the run steps in a background worker (agent/runs.py)
+        at.run()
     assert not at.exception and not at.error, texts(at.error)
     [traj] = TrajectoryStore(data_root / "trajectories").list()[0]
     assert traj.config["search"] == {"kind": "http", "url": url}

@@ -383,3 +383,26 @@ def test_estimate_grows_with_images_and_is_plausible_for_7b(loaded, demo_corpus,
     assert estimate.layers_run == 28 and estimate.load_seconds > 40
     assert 60 < estimate.forward_seconds < 3600
     assert estimate_reforward(b.trajectory, big, layers=(0, 13), flops_per_second=1e11).forward_seconds < estimate.forward_seconds
+
+
+def test_a_training_profile_trajectory_is_rerun_as_the_model_saw_it(loaded, demo_corpus, tmp_path):
+    """Under the training profile each reply goes back to the model as its tags only; the re-run must
+    find those replies in the chat (not the recorded text, which holds words outside the tags), and the
+    reply tokens must still point into the recorded reply."""
+    from agent.conversation import sent_reply
+
+    b = TrajectoryBuilder("q", {"s": demo_corpus / "slide_8_1024.jpg"})
+    b.search("s"); b.bbox([50, 50, 500, 400]); b.answer("12 yuan")
+    b.trajectory.config["protocol"] = "training"
+    for turn in b.trajectory.turns:  # words outside the tags, as models write them
+        turn.raw_text = "Let me see. " + turn.raw_text.replace("</think>\n", "</think> then ") + " Done."
+    folder = b.save(tmp_path / "t")
+    run = compute_attention_maps(folder, loaded, select="answer")
+    assert {m.turn for m in run.maps} == {2} and all(m.values.sum() > 0 for m in run.maps)
+    saved = Trajectory.load(folder)
+    for turn in saved.turns:
+        pieces = load_reply_tokens(folder)[turn.index]
+        assert "".join(text for text, _, _ in pieces) == sent_reply(turn.raw_text, "tags")  # what the model saw
+        inside = [(text, a, c) for text, a, c in pieces if c > a]
+        assert inside and all(turn.raw_text[a:c] == text for text, a, c in inside if "\n" not in text)
+        assert "Let me see" not in "".join(text for text, _, _ in pieces)

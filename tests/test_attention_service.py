@@ -41,6 +41,15 @@ REQUESTS = [
 ]
 
 
+def assert_same_map(actual, desired, where):
+    """Equal up to float rounding. The service's worker thread may run torch with another number of intra-op
+    threads than the test's (set per thread), which changes the order of the sums; cells near zero after baseline
+    subtraction then differ relatively, so the bound is relative to the map's peak."""
+    peak = float(np.abs(desired).max())
+    assert peak > 0, where
+    np.testing.assert_allclose(actual, desired, rtol=1e-4, atol=1e-4 * peak, err_msg=where)
+
+
 @pytest.fixture(scope="module")
 def loaded():
     return load_qwen_vl(tiny_model_dir())
@@ -76,13 +85,19 @@ def test_service_maps_equal_the_in_process_maps(loaded, service, demo_corpus, tm
         assert [(m.turn, m.view.file) for m in remote.maps] == [(m.turn, m.view.file) for m in local.maps]
         for a, b in zip(local.maps, remote.maps):
             assert a.values.dtype == b.values.dtype == np.float32
-            assert np.array_equal(a.values, b.values), (request, a.turn, a.view.file)
-        assert remote.scores == local.scores and remote.skipped == local.skipped
+            assert_same_map(b.values, a.values, str((request, a.turn, a.view.file)))
+        assert remote.skipped == local.skipped
+        for turn, scores in local.scores.items():
+            assert remote.scores[turn].keys() == scores.keys()
+            for key, value in scores.items():
+                np.testing.assert_allclose(remote.scores[turn][key], value, rtol=1e-4, atol=1e-8)
         assert remote.result.reply_tokens == local.result.reply_tokens
-        for m in local.maps:  # and the stored files are byte for byte the same
+        for m in local.maps:  # and the stored files hold the same maps
             name = f"attention-{request.key()}-turn{m.turn:02d}-{Path(m.view.file).stem}.npy"
-            assert (here / name).read_bytes() == (there / name).read_bytes()
-    assert Trajectory.load(there).turns == Trajectory.load(here).turns  # the current maps and scores too
+            assert_same_map(np.load(there / name), np.load(here / name), name)
+    for a, b in zip(Trajectory.load(there).turns, Trajectory.load(here).turns):  # the current maps and scores too
+        assert a.maps == b.maps and a.scores.keys() == b.scores.keys()
+        assert all(abs(a.scores[k] - b.scores[k]) <= 1e-5 * abs(b.scores[k]) + 1e-12 for k in b.scores)
     assert json.loads((there / "attention.json").read_text())["settings"] == json.loads((here / "attention.json").read_text())["settings"]
     # the client's estimate says where it runs
     estimate = client.estimate(Trajectory.load(there), REQUESTS[0])
@@ -284,7 +299,7 @@ def test_the_real_command_serves_from_an_empty_directory_beside_decoys(loaded, d
         local = compute_attention_maps(tmp_path / "t", loaded, request, save=False)
         assert len(remote.maps) == len(local.maps) > 0
         for a, b in zip(local.maps, remote.maps):
-            np.testing.assert_allclose(b.values, a.values, rtol=1e-5, atol=1e-8)
+            assert_same_map(b.values, a.values, a.view.file)
         # the CLI client speaks to it too
         out = subprocess.run([sys.executable, "-m", "agent", "attention", str(folder), "--service", url, "--select", "bbox", "--layers", "1"],
                              cwd=empty, env=env, capture_output=True, text=True, timeout=300)

@@ -107,6 +107,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_indexed(tmp_path, o
     make_pdf(d / "locked.pdf", ["a secret page nobody can open"], encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="own")
     make_pdf(d / "owner-only.pdf", ["readable wind turbines"], encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="own")
     (d / "corrupt.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
+    (d / "no-pages.pdf").write_bytes(b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
     (d / "empty.pdf").write_bytes(b"")
     (d / "zero.jpg").write_bytes(b"")
     (d / "garbage.png").write_bytes(os.urandom(500))
@@ -126,11 +127,12 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_indexed(tmp_path, o
     expected = {
         "locked.pdf": "password-protected",
         "corrupt.pdf": "not a readable PDF",
+        "no-pages.pdf": "not a readable PDF (corrupt or truncated): no page",
         "empty.pdf": "empty file",
         "zero.jpg": "empty file",
         "garbage.png": "not a readable image",
         "truncated.jpg": "truncated",
-        "bomb.png": "decompression-bomb",
+        "bomb.png": "1,600,000,000 pixels exceeds the limit of 100,000,000 (decompression-bomb guard",
         "notes.txt": "unsupported file type '.txt'",
         "noext": "unsupported file type '(no extension)'",
         "broken.png": "cannot read",
@@ -140,6 +142,16 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_indexed(tmp_path, o
     for name, fragment in expected.items():
         assert fragment in reasons[name], (name, reasons[name])
     assert index.search("solar panels", 1)[0].page_id == "good_1"
+
+
+def test_the_bomb_message_quotes_the_configured_limit(tmp_path, open_index):
+    make_png_header_bomb(tmp_path / "big.png", 12_000, 10_000)  # 120M: under PIL's guard, over ours
+    make_png_header_bomb(tmp_path / "huge.png", 20_000, 20_000)  # 400M: PIL's own guard refuses it first
+    report = open_index(config=IndexConfig(max_image_pixels=50_000_000)).ingest([tmp_path])
+    reasons = {os.path.basename(s.path): s.reason for s in report.skipped}
+    assert reasons["big.png"].startswith("image too large: 120,000,000 pixels exceeds the limit of 50,000,000")
+    assert reasons["huge.png"].startswith("image too large: 400,000,000 pixels exceeds the limit of 50,000,000")
+    assert "200,000,000" not in " ".join(reasons.values())  # PIL's limit is not the user's
 
 
 def test_a_poster_sized_pdf_page_is_rendered_within_the_pixel_limit(tmp_path, open_index):

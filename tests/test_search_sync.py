@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from search_engine import DocumentIndex, IndexConfig
+from search_engine.ingest import EMBED_BATCH
 from search_engine.embedders import load_embedder
 from search_helpers import make_pdf
 
@@ -111,19 +112,21 @@ def test_remove_by_page_id_source_and_folder(tmp_path, embedder):
 def test_a_killed_ingest_leaves_a_loadable_index_and_the_next_run_resumes(tmp_path, embedder):
     docs, index_dir = tmp_path / "docs", tmp_path / "index"
     pdfs(docs, ["d1", "d2", "d3", "d4"], pages=12)
-    # Read sources are committed once 32 pages wait (index.EMBED_BATCH) or after a few seconds, so
-    # when d4's 4th page is read, d1 at least is on disk (d1-d3 hold 36 pages), and d4 is not.
+    # Read pages are committed once EMBED_BATCH (32) wait, or after a few seconds: when d4's 4th page
+    # is read, at least d1, d2 and 8 pages of d3 are on disk, and d4 is not.
     child = run_child(index_dir, docs, kill_at=40)
     child.wait(timeout=600)
     assert child.returncode == -9, child.stderr.read()
 
     index = DocumentIndex.open(index_dir, embedder=embedder)
-    kept = sorted({p.page_id.split("_")[0] for p in index.pages()})
-    assert kept and kept == ["d1", "d2", "d3"][: len(kept)]  # whole sources, in order
-    assert len(index) == 12 * len(kept)  # no half source
+    order = [f"d{d}_{p}" for d in range(1, 5) for p in range(1, 13)]
+    kept = [pid for pid in order if pid in {p.page_id for p in index.pages()}]
+    assert kept == order[: len(kept)] and 40 - EMBED_BATCH <= len(kept) < 40  # a prefix, at most one chunk lost
     assert index.search("topic d13", 1)[0].page_id == "d1_3"  # dense + lexical rebuilt from the records
-    report = index.ingest([docs])
-    assert report.unchanged_files == len(kept) and len(report.added) == 48 - 12 * len(kept)
+    seen = []
+    report = index.ingest([docs], progress=lambda done, total, msg: seen.append(msg))
+    assert sorted(report.added) == sorted(order[len(kept):])  # resumed inside d3 where the commit stopped
+    assert len(seen) == 48 - len(kept)
     assert len(index) == 48 and len(list((index_dir / "images").iterdir())) == 48  # half-written images gone
 
     # killed again while re-reading a changed file: its old pages are gone, nothing is half-there
@@ -137,6 +140,32 @@ def test_a_killed_ingest_leaves_a_loadable_index_and_the_next_run_resumes(tmp_pa
     report = index.ingest([docs])
     assert sorted(report.added) == ["d2_1", "d2_2", "d2_3"] and "v2" in index.page("d2_2").text
     assert index.search("topic d22 v2", 1)[0].page_id == "d2_2"
+
+
+def test_a_kill_inside_a_long_pdf_loses_at_most_one_chunk(tmp_path, embedder):
+    docs, index_dir = tmp_path / "docs", tmp_path / "index"
+    pdfs(docs, ["long"], pages=150)
+    child = run_child(index_dir, docs, kill_at=100)  # SIGKILL at page 100 of 150
+    child.wait(timeout=600)
+    assert child.returncode == -9, child.stderr.read()
+
+    index = DocumentIndex.open(index_dir, embedder=embedder)  # loadable right after the kill
+    committed = sorted(int(p.page_id.split("_")[1]) for p in index.pages())
+    assert committed == list(range(1, len(committed) + 1))  # pages 1..k, no gap
+    assert 100 - EMBED_BATCH <= len(committed) < 100, len(committed)
+    assert index.search(f"topic long{len(committed)}", 1)[0].page_id == f"long_{len(committed)}"
+
+    seen = []
+    report = index.ingest([docs], progress=lambda done, total, msg: seen.append(msg))
+    redone = 100 - len(committed)
+    assert redone <= EMBED_BATCH  # at most one chunk of the pages read before the kill is read again
+    assert seen[0] == f"long.pdf page {len(committed) + 1}/150" and len(seen) == 150 - len(committed)
+    assert sorted(report.added, key=lambda p: int(p.split("_")[1])) == [f"long_{i}" for i in range(len(committed) + 1, 151)]
+    assert report.removed == [] and report.unchanged_files == 0
+    assert len(index) == 150 and index.search("topic long137", 1)[0].page_id == "long_137"
+    assert json.loads((index_dir / "manifest.json").read_text())["sources"][str(docs / "long.pdf")]["complete"] is True
+    again = DocumentIndex.open(index_dir, embedder=embedder).ingest([docs])
+    assert (again.added, again.unchanged_files) == ([], 1)
 
 
 def test_two_processes_ingesting_at_once_take_turns(tmp_path):
