@@ -77,7 +77,8 @@ def read(page: Page, w: Weights) -> Candidate | None:
         value = boxes[line].text.strip()
         note = f"{value} is the {'highest' if q.extreme == 'max' else 'lowest'} of the {len(pairs)} values printed above the categories"
         support = (Support("extreme", line, value, boxes[line].box, 1.0, "column"),)
-        return Candidate(Span(boxes[label].text.strip(), "text", boxes[label].box, label), 1.0, support, note=note, extent=extent)
+        text = boxes[label].text.strip() + (f", {value}" if q.also_value else "")
+        return Candidate(Span(text, "text", boxes[label].box, label), 1.0, support, note=note, extent=extent)
     # the one category the question names (a label OCR ran together with its neighbour names two: not this one)
     named = [p for p in pairs if terms_of(boxes[p[0]].text) and all(matched_terms([t], q.terms) for t in terms_of(boxes[p[0]].text))]
     span = next((s for s in spans_of([boxes[named[0][1]]]) if s.kind != "text"), None) if len(named) == 1 else None

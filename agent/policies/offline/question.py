@@ -76,6 +76,8 @@ _RANK_ASKED = re.compile(r"\branks? (?:as )?(?:the )?(first|second|third|fourth|
                          r"|\b(second|third|fourth|fifth|2nd|3rd|4th|5th)[- ](?:most|largest|highest|biggest|greatest)\b")
 _COUNT = re.compile(r"\b(two|three|four|five|six)\s+(?!times\b|years?\b|percent\b)[a-z-]+s\b|([两二三四五六])[个项类种点大]", re.I)
 _CATCH_ALL = re.compile(r"^\s*(?:others?|other \w+|misc\.?|miscellaneous|n/?a|其他|其它)\s*$")
+_ALSO_VALUE = re.compile(r"\band (?:how (?:much|many)|what (?:is|was|were|are) (?:it|its|their|the (?:amount|value|figure)))\b"
+                         r"|(?:以及|和|并且?).{0,4}(?:多少|几)")
 _EXCLUDED = re.compile(r"(?:apart from|except(?: for)?|other than|excluding|besides|除了)\s*(['\"‘“][^'\"’”]+['\"’”]|[^,，?？]+?)(?=[,，?？]|$)")
 
 
@@ -96,6 +98,7 @@ class Question:
     excluded: tuple[str, ...] = ()  # "apart from 'Other'", "除了X": labels the answer must not be
     cloze: str = ""  # Chinese: the two characters before the question word ("发布" in "2020年发布了什么")
     cloze_last: bool = False  # ... and the question word ends the question
+    also_value: bool = False  # "which project ..., and how much was it?": the label and its value, both
 
     @property
     def numbers(self) -> tuple[str, ...]:
@@ -197,4 +200,5 @@ def analyse_question(question: str) -> Question:
         text, language, terms, answer_kind(text), query[:MAX_QUERY], extreme,
         place=_PLACE[place.group(1) or place.group(2)] if place else 0,
         wants=part or _first(_WANTS, lowered, ""), count=count,
-        excluded=tuple(x.strip(" '\"‘’“”") for x in _EXCLUDED.findall(lowered)), cloze=cloze, cloze_last=cloze_last)
+        excluded=tuple(x.strip(" '\"‘’“”") for x in _EXCLUDED.findall(lowered)), cloze=cloze, cloze_last=cloze_last,
+        also_value=bool(_ALSO_VALUE.search(lowered)))
