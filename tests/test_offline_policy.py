@@ -792,3 +792,35 @@ def test_chinese_cloze_skips_the_particles_between_the_question_words_and_the_an
     assert q.cloze == "面临"
     boxes = [tb("APSARA云栖大会", 20, 22, 116, 37), tb("数据中心网络面临的挑战", 128, 176, 419, 208), tb("01", 129, 247, 173, 285)]
     assert best(boxes, q, (844, 475)).span.text == "挑战"
+
+
+# --- the package's shape ----------------------------------------------------------------------------
+
+LAYERS = ["terms", "question", "layout", "spans", "prose", "page", "weights", "scoring", "readers", "crop", "conversation", "policy"]
+
+
+def test_modules_import_only_the_layers_below_them_and_only_at_the_top():
+    """Imports run one way (agent/policies/offline/__init__.py lists the order): no cycle, and no
+    import inside a function to patch one (the lazy OCR import names an optional dependency)."""
+    import ast
+    from pathlib import Path
+
+    import agent.policies.offline as package
+
+    root = Path(package.__file__).parent
+    files = sorted(root.rglob("*.py"))
+    assert {f.stem if f.parent == root else "readers" for f in files} - {"__init__"} == set(LAYERS)
+    for f in files:
+        layer = "readers" if f.parent != root else f.stem
+        if layer == "__init__":
+            continue
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            assert node in tree.body, f"{f.name}:{node.lineno} imports inside a function"
+            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            for name in names:
+                if layer == "readers" and node.level == 1:
+                    continue  # readers/__init__.py registering its own plug-ins
+                assert LAYERS.index(name) < LAYERS.index(layer), f"{f.relative_to(root)} imports {name}, a layer above it"
