@@ -3,7 +3,7 @@ and the CLI start without torch unless the `transformers` policy is chosen.
 
     make_policy("vllm", base_url=..., model=...)      agent/policies/openai_chat.py
     make_policy("transformers", model=...)            agent/policies/transformers_policy.py
-    make_policy("offline", index=...)                 agent/policies/offline.py
+    make_policy("offline", index=...)                 agent/policies/offline/ (package)
 
 Options are passed through as keyword arguments; `None` values are dropped so each policy keeps its
 own defaults.
