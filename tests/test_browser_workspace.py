@@ -77,7 +77,7 @@ def test_the_pages_hold_their_layout(server, width):
         page.screenshot(path=str(ARTIFACTS / f"browser-library-{width}.png"), full_page=True)
 
         page.goto(f"{url}/evaluate?index=sample")
-        page.get_by_role("button", name="Run").wait_for(timeout=LOAD)
+        page.get_by_role("button", name="Start").wait_for(timeout=LOAD)
         page.wait_for_timeout(1000)
         buttons = page.locator("[data-testid='stButtonGroup'] button")
         assert buttons.count() == 3
