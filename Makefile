@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test serve-search chromium clean-data
+.PHONY: run test test-fast serve-search chromium clean-data
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest
+
+# The unit tests without the ones marked slow: no OCR, no browser, no model, no server (about a minute).
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit -m "not slow"
 
 # Serve the active sample index over the reference VRAG HTTP API on 127.0.0.1:8002.
 serve-search: $(STAMP)

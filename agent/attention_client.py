@@ -7,7 +7,7 @@
 
 Both backends answer the same two calls, so the app's attention panel and `python -m agent
 attention` do not care which one they hold, and both give the same arrays for the same trajectory
-and request (tests/test_attention_service.py checks it over real HTTP):
+and request (tests/integration/test_attention_service.py checks it over real HTTP):
 - `estimate(trajectory, request) -> ReforwardEstimate` (where it runs, how long, how much memory);
 - `compute(trajectory, images, request, progress=None) -> MapsResult`; `progress(stage, fraction)`
   may raise to cancel (the service is then told to drop the job).

@@ -14,7 +14,7 @@ the number of layers; the forward itself can run with any attention implementati
 materialises seq x seq at all).
 The pass stops right after the last chosen layer (later layers cannot change earlier attention).
 `layer_progress` reports each decoder layer as the pass enters it (and lets the callback cancel the
-pass by raising). tests/test_attention_hooks.py checks the rows against eager `output_attentions`.
+pass by raising). tests/integration/test_attention_hooks.py checks the rows against eager `output_attentions`.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app_support import APP, chromium, free_port  # noqa: E402
+from support.app_support import APP, chromium, free_port  # noqa: E402
 
 BARE = '''import streamlit as st
 

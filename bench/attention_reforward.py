@@ -15,7 +15,7 @@ by the vision encoder and overheads, not by a 7B model's matmuls (see estimate_r
 
     python bench/attention_reforward.py measure --model DIR --trajectory DIR --mode hooks,all-layers --attn eager
 prints one JSON line per mode, measured one after the other in that process with the model loaded
-once (tests/test_attention_memory.py uses it).
+once (tests/integration/test_attention_memory.py uses it).
 """
 from __future__ import annotations
 

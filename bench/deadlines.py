@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/deadlines.py [--timeout 3] [--repeat 5]
 
-A local OpenAI-compatible server (tests/fake_openai_server.py, real HTTP on 127.0.0.1) that
+A local OpenAI-compatible server (tests/support/fake_openai_server.py, real HTTP on 127.0.0.1) that
 - "trickle": sends the headers at once, then the body one byte a second (the probe that kept
   `ask --timeout 3` running for 43 s before the deadline was a real one);
 - "hang": reads the request and never answers.
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from agent.policies.base import PolicyError  # noqa: E402
 from agent.policies.openai_chat import OpenAIChatPolicy  # noqa: E402
 from agent.protocol import text_part  # noqa: E402
-from agent_index import tiny_index_folder  # noqa: E402
-from fake_openai_server import FakeOpenAIServer, Hang, Slow, Trickle, completion_json  # noqa: E402
+from support.agent_index import tiny_index_folder  # noqa: E402
+from support.fake_openai_server import FakeOpenAIServer, Hang, Slow, Trickle, completion_json  # noqa: E402
 
 ANSWER = "<think>It is 4.2 billion.</think><answer>4.2 billion dollars</answer>"
 SEARCH = "<think>Find it.</think><search>revenue 2023</search>"

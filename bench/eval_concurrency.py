@@ -6,7 +6,7 @@
 What runs: the real evaluation (`agent.eval_concurrency.run_eval`, the code `python -m agent eval`
 uses) over the real sample index (`python -m search_engine sample`, built once under --data), with
 the real OpenAI-compatible client, against a local OpenAI-compatible server on 127.0.0.1 started
-here (tests/fake_openai_server.py: a threaded HTTP server that checks each request as vLLM does
+here (tests/support/fake_openai_server.py: a threaded HTTP server that checks each request as vLLM does
 and answers it after `--delay` seconds, many calls at once). Its replies are a fixed script that
 depends only on the request (search the question, crop a region, answer), so every level does the
 same work: 3 model calls, one search, one page and one crop per question. The per-question results
@@ -39,8 +39,8 @@ from agent.loop import AgentConfig  # noqa: E402
 from agent.policies import make_policy  # noqa: E402
 from agent.protocol import reuse_page_memory  # noqa: E402
 from agent.search import LocalSearcher  # noqa: E402
-from eval_replies import CALLS_PER_QUESTION, scripted_replier  # noqa: E402
-from fake_openai_server import FakeOpenAIServer, Slow  # noqa: E402
+from support.eval_replies import CALLS_PER_QUESTION, scripted_replier  # noqa: E402
+from support.fake_openai_server import FakeOpenAIServer, Slow  # noqa: E402
 from search_engine.sample_corpus import EXAMPLE_QUESTIONS, build_sample_index  # noqa: E402
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"

@@ -4,7 +4,7 @@
 
 Set-up, outside the timing: the 25 demo pages indexed (tests/artifacts/demo-index, built once from
 ../shared/corpus/vrag-demo), and a real 10-turn trajectory over them (search, crops, a crop of a
-crop, an invalid reply, a Chinese query, an answer: tests/replay_fixtures.py, the replies served
+crop, an invalid reply, a Chinese query, an answer: tests/support/replay_fixtures.py, the replies served
 over HTTP by the local OpenAI-compatible test server) saved in a temporary data root.
 
 "Drawn" means: the turn view shows "Turn k of 10", the main figure's page image is rendered by
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app_support import APP, chromium, free_port  # noqa: E402
+from support.app_support import APP, chromium, free_port  # noqa: E402
 
 DEMO_CORPUS = (ROOT / ".." / "shared" / "corpus" / "vrag-demo").resolve()
 DEMO_INDEX = ROOT / "tests" / "artifacts" / "demo-index"
@@ -99,7 +99,7 @@ class Clock:
 
 
 def build(data: Path) -> str:
-    from replay_fixtures import ten_turn_trajectory
+    from support.replay_fixtures import ten_turn_trajectory
     from search_engine import DocumentIndex
 
     index = DocumentIndex.open(DEMO_INDEX)

@@ -6,7 +6,7 @@ make in 2014?". `reading_contexts` rebuilds that reading for every box from geom
 (boxes in page pixels, no model), so relevance maps can light up the answer cell of a table.
 
 The rules (OCR gives line boxes and nothing about table structure; each rule is here because a
-table in ../shared/corpus/vrag-demo needed it, and tests/test_relevance.py checks all of them):
+table in ../shared/corpus/vrag-demo needed it, and tests/integration/test_relevance.py checks all of them):
 - a box is a table cell when another box shares its row (their vertical extents overlap by at
   least half of the shorter one); a line alone in its row is prose and reads as itself;
 - row header: the leftmost cell of its row that has a letter in it (numbers on the left are

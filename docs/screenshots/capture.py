@@ -4,7 +4,7 @@
 
 Uses the 25 demo pages (../shared/corpus/vrag-demo, indexed once into tests/artifacts/demo-index),
 the offline policy on a Chinese example question, the app started with `streamlit run` in a
-temporary data root and headless Debian chromium (as in tests/test_browser.py). Writes
+temporary data root and headless Debian chromium (as in tests/browser/test_browser.py). Writes
 ask.png, trajectories.png, present.png (1280 px) and the same names with -1600 (1600 px). PNGs
 are quantised to 256 colours to stay small.
 """
@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from app_support import chromium, streamlit_server  # noqa: E402
+from support.app_support import chromium, streamlit_server  # noqa: E402
 
 DEMO_CORPUS = (ROOT / ".." / "shared" / "corpus" / "vrag-demo").resolve()
 DEMO_INDEX = ROOT / "tests" / "artifacts" / "demo-index"

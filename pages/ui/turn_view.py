@@ -44,7 +44,7 @@ MAIN_SHARE = 0.75  # the picture's column: 75% of the content width, the thought
 # The figure's height is set on the server, which does not know the window: it is sized so that the
 # picture fills its column in a 1440 px window (1280 px of content). Narrower, the picture keeps the
 # column's width (a little blank below); wider, it keeps that height: at 1600 px it is still over 60%
-# of the content width (tests/test_browser.py measures both ends).
+# of the content width (tests/browser/test_browser.py measures both ends).
 DESIGN_CONTENT_PX = 1280
 STRIP_THUMB_PX, STRIP_THUMB_HEIGHT = 88, 66
 HIT_THUMB_PX = 168
