@@ -3,11 +3,13 @@
 Tests run as root, and root reads everything. The ingest under test therefore runs in a real child
 process (the real CLI) that gives up the two capabilities that let root ignore file permissions
 (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, dropped from its bounding set before exec), so the kernel
-refuses it exactly as it refuses an ordinary user.
+refuses it exactly as it refuses an ordinary user. The capabilities are dropped by a small launcher
+that then execs the command, not by a `preexec_fn`: that needs a plain fork of the test process, and
+once an earlier test has loaded gRPC (pymilvus) the fork runs gRPC's fork handlers, which aborted the
+child now and then.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -23,18 +25,26 @@ ROOT = Path(__file__).resolve().parents[2]
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 
 
-def _without_permission_override() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+AS_USER = f"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for cap in ({CAP_DAC_OVERRIDE}, {CAP_DAC_READ_SEARCH}):
+    if libc.prctl({PR_CAPBSET_DROP}, cap, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def as_user(*python_args: str) -> list[str]:
+    """The command line that runs `python *python_args` without root's permission override."""
+    return [sys.executable, "-c", AS_USER, *python_args]
 
 
 def ingest_as_user(index: Path, *paths: Path) -> tuple[int, dict, str]:
     """`python -m search_engine ingest PATH... --index INDEX --json` in a child that obeys permissions."""
     result = subprocess.run(
-        [sys.executable, "-m", "search_engine", "ingest", *map(str, paths), "--index", str(index), "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=_without_permission_override,
+        as_user("-m", "search_engine", "ingest", *map(str, paths), "--index", str(index), "--json"),
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     assert "Traceback" not in result.stderr, result.stderr
@@ -57,8 +67,7 @@ def docs(tmp_path):
 def test_the_check_itself_is_real(docs):
     """The child really is refused (else every test below would pass for the wrong reason)."""
     (docs / "sub").chmod(0)
-    listing = subprocess.run([sys.executable, "-c", f"import os; os.listdir({str(docs / 'sub')!r})"],
-                             capture_output=True, text=True, preexec_fn=_without_permission_override)
+    listing = subprocess.run(as_user("-c", f"import os; os.listdir({str(docs / 'sub')!r})"), capture_output=True, text=True)
     assert listing.returncode == 1 and "PermissionError" in listing.stderr
     assert os.listdir(docs / "sub")  # this (root) process still reads it
 
@@ -97,8 +106,8 @@ def test_nothing_readable_exits_non_zero_with_every_reason(docs, tmp_path):
     assert reasons[str(docs / "sub")].startswith("cannot list the folder: permission denied")
     assert "permission denied" in reasons[str(docs / "sub" / "b.pdf")]  # a file inside it: a reason, no traceback
 
-    text = subprocess.run([sys.executable, "-m", "search_engine", "ingest", str(docs / "sub"), "--index", str(tmp_path / "i2")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=_without_permission_override)
+    text = subprocess.run(as_user("-m", "search_engine", "ingest", str(docs / "sub"), "--index", str(tmp_path / "i2")),
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert text.returncode == 1 and "Traceback" not in text.stderr
     assert f"skipped {docs / 'sub'}: cannot list the folder: permission denied" in text.stdout
     assert "1 files skipped" in text.stdout.splitlines()[-1]
