@@ -7,7 +7,7 @@ import streamlit as st
 
 from agent import uploads
 from pages import common, jobs
-from pages.turn_view import display_image
+from pages.ui.pictures import display_image
 
 GRID_COLUMNS = 4
 GRID_ROWS = 3
