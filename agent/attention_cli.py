@@ -114,6 +114,7 @@ def cmd_serve_attention(args) -> int:
         sock.bind((args.host, args.port))
     except OSError as e:
         return _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}", EXIT_USER_ERROR, "pick another --port")
+    sock.listen(128)  # connections queue from now on, so a client that read the line below is never refused
     port = sock.getsockname()[1]
     worker = app.state.worker
     print(f"attention service for {loaded.name} on {loaded.device} ({worker.shape.layers} layers, up to {worker.max_tokens:,} tokens, "
