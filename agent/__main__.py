@@ -317,18 +317,12 @@ def cmd_trajectories_import(args) -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
+    """`data` written to `path` through a temporary file (agent.workspace.write_atomically), readable by this user
+    only, as before; its folder is made if missing."""
+    from agent.workspace import write_atomically
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, [data], mode=0o600)
 
 
 def cmd_trajectories_export(args) -> int:
