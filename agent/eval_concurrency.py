@@ -34,7 +34,7 @@ from agent.evaluate import Example, ExampleResult, run_example
 from agent.loop import AgentConfig
 from agent.policies.base import Completion, Policy
 from agent.rewards import RELEASED_WEIGHTS, LLMJudge, RewardWeights
-from agent.search import HttpSearcher, Searcher
+from agent.search import HttpSearcher, Searcher, decoded_top
 from search_engine.types import SearchHit
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class SerializedSearch:
 
     def page_image(self, page_id: str):
         return self._searcher.page_image(page_id)
+
+    def page_top(self, page_id: str, rows: int | None):
+        return decoded_top(self._searcher, page_id, rows)
 
     def describe(self) -> dict:
         return self._searcher.describe()

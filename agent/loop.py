@@ -28,11 +28,12 @@ from PIL import Image
 from agent import protocol
 from agent.conversation import build_messages
 from agent.deadline import Deadline, DeadlinePassed, run_before
+from agent.page_decode import PageTop
 from agent.parsing import ParsedReply, read_reply
 from agent.policies.base import Policy, PolicyError
 from agent.protocol import LEGACY_PROFILE, ProtocolProfile
 from agent.prompts import ALL_PAGES_SHOWN, FINAL_TURN_NUDGE, NO_ANSWER, NO_PAGES_FOUND, feedback_message
-from agent.search import QueryRejected, Searcher, SearchError
+from agent.search import QueryRejected, Searcher, SearchError, decoded_top
 from agent.trajectory import ImageView, Trajectory, Turn
 from search_engine.model_views import ModelView, make_view
 from search_engine.query import MAX_TOP_K
@@ -92,15 +93,18 @@ class _Pages:
 
     A search turn sends the page's model view, which the searcher keeps per page
     (`Searcher.model_view`, search_engine/model_views.py): no decode, no resize. A crop needs the
-    full-resolution page: it is decoded on the first crop of it and kept, as the reference keeps
-    its raw image, so a run of crops decodes it once. At most one decoded page is held (the
-    previous one is let go before the next is decoded), and none once the episode ends (`release`).
+    full-resolution page: on the first crop of it, the page is decoded down to the crop's bottom
+    row (`Searcher.page_top`, agent/page_decode.py: the same pixels as a full decode) and kept, as
+    the reference keeps its raw image. A later crop inside those rows decodes nothing; one reaching
+    lower decodes the whole page, so a run of crops decodes a page at most twice. At most one
+    decoded page is held (the previous one is let go before the next is decoded), and none once
+    the episode ends (`release`).
     """
 
     def __init__(self, searcher: Searcher):
         self.searcher = searcher
         self.page_id: str | None = None
-        self.image: Image.Image | None = None
+        self.top: PageTop | None = None  # the decoded rows of page `page_id`
         self.raw_sizes: dict[str, tuple[int, int]] = {}  # of each page shown: what its crops expect
         self.released = False
 
@@ -113,21 +117,34 @@ class _Pages:
         self.raw_sizes[page_id] = view.raw_size
         return view
 
+    def crop(self, page_id: str, region: protocol.Box) -> Image.Image:
+        """The page's pixels in `region` (page pixels), from the decoded page kept for this episode."""
+        box = protocol.pil_crop_box(region)
+        held = self.top if page_id == self.page_id else None
+        if held is None or held.image.height < box[3]:
+            held = self._decode(page_id, rows=None if held is not None else box[3])
+        return protocol.crop_page(held.image, region)
+
+    def _decode(self, page_id: str, rows: int | None) -> PageTop:
+        self.top = self.page_id = None
+        top = decoded_top(self.searcher, page_id, rows)
+        shown = self.raw_sizes.get(page_id)
+        if shown is not None and tuple(top.size) != tuple(shown):
+            raise SearchError(f"page {page_id} changed since it was shown: it is {top.size[0]}x{top.size[1]} "
+                              f"now, {shown[0]}x{shown[1]} then (re-ingested during the episode?)")
+        if not self.released:  # a crop abandoned at the deadline may finish after the episode
+            self.top, self.page_id = top, page_id
+        return top
+
     def raw(self, page_id: str) -> Image.Image:
-        if page_id != self.page_id:
-            self.image = self.page_id = None
-            image = self.searcher.page_image(page_id)
-            shown = self.raw_sizes.get(page_id)
-            if shown is not None and tuple(image.size) != tuple(shown):
-                raise SearchError(f"page {page_id} changed since it was shown: it is {image.size[0]}x{image.size[1]} "
-                                  f"now, {shown[0]}x{shown[1]} then (re-ingested during the episode?)")
-            if not self.released:  # a crop abandoned at the deadline may finish after the episode
-                self.image, self.page_id = image, page_id
-            return image
-        return self.image
+        """The whole decoded page (a searcher without model views makes a page's view from it)."""
+        held = self.top if page_id == self.page_id else None
+        if held is None or not held.complete:
+            held = self._decode(page_id, rows=None)
+        return held.image
 
     def release(self) -> None:
-        self.image = self.page_id = None
+        self.top = self.page_id = None
         self.released = True
 
 
@@ -169,7 +186,7 @@ def _do_bbox(images: dict[str, bytes], turn: Turn, parsed: ParsedReply, acted_on
             return f"{parsed.argument} leaves nothing to crop from the {page.raw_size[0]}x{page.raw_size[1]} page"
     else:
         page, region = acted_on, protocol.crop_region(acted_on, list(parsed.bbox))
-    resized, jpeg = protocol.prepare_image(protocol.crop_page(pages.raw(page.page_id), region))
+    resized, jpeg = protocol.prepare_image(pages.crop(page.page_id, region))
     turn.bbox_model, turn.bbox_page, turn.acted_on = list(parsed.bbox), region, acted_on
     _show(images, turn, jpeg, resized.size, protocol.region_view(f"turn{turn.index:02d}-crop.jpg", page, region))
     return None

@@ -3,9 +3,10 @@
 Both answer the same three calls, so the loop does not care which one it holds:
 `search(query, top_k)` gives ranked `SearchHit`s; `model_view(page_id)` the exact JPEG a search
 turn sends for a page (search_engine/model_views.py: made once per page and kept, so a search turn
-decodes nothing); `page_image(page_id)` the full-resolution page, which the loop decodes only to
-crop it. A searcher without `model_view` (a test double, someone's own) still works: the loop then
-makes the view from `page_image`, as before.
+decodes nothing); `page_image(page_id)` the full-resolution page, and `page_top(page_id, rows)` its
+top rows only (agent/page_decode.py), which is what the loop decodes to crop. A searcher without
+`model_view` or `page_top` (a test double, someone's own) still works: the loop then makes the view
+from `page_image` and crops from the whole page, as before.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
+from agent.page_decode import PageTop, decode_top
 from search_engine.model_views import ModelView, ModelViews, Sizing, make_view
 from search_engine.query import QueryError
 from search_engine.types import SearchHit
@@ -43,14 +45,23 @@ class Searcher(Protocol):
 
     def page_image(self, page_id: str) -> Image.Image: ...
 
+    def page_top(self, page_id: str, rows: int | None) -> PageTop: ...
+
     def describe(self) -> dict: ...
 
 
-def _open_image(data_or_path, where: str) -> Image.Image:
+def decoded_top(searcher: Searcher, page_id: str, rows: int | None) -> PageTop:
+    """`searcher.page_top(page_id, rows)`, or the whole page for a searcher that has no `page_top`."""
+    page_top = getattr(searcher, "page_top", None)
+    if page_top is None:
+        image = searcher.page_image(page_id)
+        return PageTop(image, tuple(image.size))
+    return page_top(page_id, rows)
+
+
+def _decode_top(source: str | bytes, rows: int | None, where: str) -> PageTop:
     try:
-        image = Image.open(data_or_path)
-        image.load()
-        return image
+        return decode_top(source, rows)
     except (OSError, UnidentifiedImageError) as e:
         raise SearchError(f"page image from {where} could not be read: {e}") from e
 
@@ -95,8 +106,11 @@ class LocalSearcher:
             raise SearchError(f"page image from the index ({image_file}) could not be read: {e}") from e
 
     def page_image(self, page_id: str) -> Image.Image:
+        return self.page_top(page_id, None).image
+
+    def page_top(self, page_id: str, rows: int | None) -> PageTop:
         image_file = self._image_file(page_id)
-        return _open_image(image_file, f"the index ({image_file})")
+        return _decode_top(image_file, rows, f"the index ({image_file})")
 
     def describe(self) -> dict:
         return {"kind": "local", "index": str(self.index.folder)}
@@ -174,9 +188,12 @@ class HttpSearcher:
         return view
 
     def page_image(self, page_id: str) -> Image.Image:
+        return self.page_top(page_id, None).image
+
+    def page_top(self, page_id: str, rows: int | None) -> PageTop:
         path = f"/pages/{quote(page_id, safe='')}/image"
         response = self._request("GET", path)
-        return _open_image(io.BytesIO(response.content), self.base_url + path)
+        return _decode_top(response.content, rows, self.base_url + path)
 
     def describe(self) -> dict:
         return {"kind": "http", "url": self.base_url}

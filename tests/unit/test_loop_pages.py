@@ -1,14 +1,17 @@
 """What the loop holds of its pages (agent/loop.py `_Pages`): a search turn sends the searcher's model
 view and decodes nothing; the full page is decoded on its first crop, kept for the crops after it,
-and at most one decoded page is alive at a time, none once the episode is over."""
+and at most one decoded page is alive at a time, none once the episode is over. A searcher that can
+decode a page's top rows (`page_top`) is asked for the rows down to the crop's bottom only."""
 from __future__ import annotations
 
 import gc
+import io
 import weakref
 
 from PIL import Image
 
 from agent.loop import AgentConfig, new_trajectory, run_episode
+from agent.page_decode import decode_top
 from support.agent_doubles import MemorySearcher, ScriptedPolicy, noise_page
 from search_engine.model_views import make_view
 from support.reference_client import ref_crop, ref_process
@@ -117,3 +120,55 @@ def test_a_searcher_without_views_still_works_and_decodes_each_page_once():
     assert searcher.decoded == [page]  # the view was made from the decoded page, which the crop reused
     assert trajectory.images[trajectory.turns[0].observation.file] == ref_process(PAGES[page])[1]
     assert searcher.live_pages() == 0
+
+
+class JpegSearcher(CountingSearcher):
+    """Pages kept as baseline JPEG files (bytes), decoded by the real `decode_top`, each decode recorded."""
+
+    def __init__(self, pages):
+        super().__init__(pages)
+        self.files = {}
+        for page_id, image in pages.items():
+            buf = io.BytesIO()
+            image.save(buf, format="JPEG", quality=90)
+            self.files[page_id] = buf.getvalue()
+        self.pages = {page_id: decode_top(data).image for page_id, data in self.files.items()}  # what a full decode gives
+        self.views = {page_id: make_view(image) for page_id, image in self.pages.items()}
+        self.rows: list[tuple[str, int | None]] = []
+
+    def page_top(self, page_id, rows):
+        self.rows.append((page_id, rows))
+        return decode_top(self.files[page_id], rows)
+
+
+def test_a_crop_decodes_its_page_down_to_its_bottom_row_only_and_sends_the_reference_crop():
+    searcher = JpegSearcher(PAGES)
+    script = [T + "<search>a</search>", T + "<bbox>[10, 10, 300, 200]</bbox>", T + "<bbox>[20, 20, 200, 150]</bbox>",
+              T + "<answer>x</answer>"]
+    trajectory, turns = episode(script, searcher)
+    list(turns)
+    page = trajectory.turns[0].shown_page_id
+    first_crop = trajectory.turns[1].bbox_page
+    # one decode, down to the first crop's bottom row; the crop of the crop lies inside those rows
+    assert searcher.rows == [(page, int(first_crop[3]))] and first_crop[3] < PAGES[page].height
+    raw = searcher.pages[page]
+    page_shown, _ = ref_process(raw)
+    crop1 = ref_crop(raw, page_shown, [10, 10, 300, 200])
+    crop1_shown, crop1_jpeg = ref_process(crop1)
+    crop2_jpeg = ref_process(ref_crop(crop1, crop1_shown, [20, 20, 200, 150]))[1]
+    assert [trajectory.images[t.observation.file] for t in trajectory.turns[1:3]] == [crop1_jpeg, crop2_jpeg]
+
+
+def test_a_later_crop_reaching_lower_decodes_the_whole_page_once_more():
+    searcher = JpegSearcher(PAGES)
+    script = [T + "<search>a</search>", T + "<bbox>[10, 10, 300, 100]</bbox>", T + "<bbox>[10, 300, 300, 470]</bbox>",
+              T + "<bbox>[10, 10, 100, 100]</bbox>", T + "<answer>x</answer>"]
+    trajectory, turns = episode(script, searcher, protocol="training")  # every crop is cut from the whole page
+    list(turns)
+    page = trajectory.turns[0].shown_page_id
+    assert [t.action for t in trajectory.turns] == ["search", "bbox", "bbox", "bbox", "answer"]
+    assert searcher.rows == [(page, int(trajectory.turns[1].bbox_page[3])), (page, None)]
+    raw = searcher.pages[page]
+    for turn in trajectory.turns[1:4]:
+        expected = ref_process(raw.crop(tuple(int(v) for v in turn.bbox_page)))[1]
+        assert trajectory.images[turn.observation.file] == expected
