@@ -21,7 +21,7 @@ import os
 import signal
 from pathlib import Path
 
-import pymupdf
+from .mupdf import pymupdf
 
 from .ocr import OcrEngine
 from .pages import RawPage, SourceError, open_pdf, page_boxes, read_pdf_page, read_pages

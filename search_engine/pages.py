@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import pymupdf
+from .mupdf import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .ocr import OcrEngine

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import pymupdf
+from .mupdf import pymupdf
 
 from .sample_questions import EXAMPLE_QUESTIONS, REPORT_STEM, ExampleQuestion  # noqa: F401 (re-exported)
 
