@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -159,15 +160,20 @@ def save_settings(s: Settings) -> bool:
 @st.cache_resource(show_spinner=False)
 def _index(folder: str):
     import faiss
-    import torch
 
     from search_engine.index import DocumentIndex
 
     # The app answers one query at a time per session on a 2-core machine. Letting torch and FAISS
     # spread one small query over every core made a query embedding 10x slower when two sessions
     # (or an ingestion) were busy (bench/relevance_speed.py: p50 420 ms with 2 threads, 37 ms with 1).
-    torch.set_num_threads(1)
+    # The query embedder runs on ONNX Runtime on one thread (search_engine/minilm_onnx.py), so torch
+    # is not imported for a search (2-3 CPU-s of the first search turn). If something loaded it
+    # already it gets one thread too; loaded later (the embedder's torch fallback, which is logged),
+    # it keeps torch's default.
     faiss.omp_set_num_threads(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     return DocumentIndex.open(folder)
 
 

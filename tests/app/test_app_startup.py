@@ -55,3 +55,29 @@ def test_the_probe_sees_the_turn_view_load_on_a_page_that_draws_turns(data_root)
     assert not page["exception"], page["exception"]
     loaded = set(page["modules"])
     assert {"pages.ui.turn_view", "agent.figures", "numpy"} <= loaded, sorted(loaded)
+
+
+FIRST_SEARCH = """
+import json, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+from pages.common import open_index
+from agent.search import LocalSearcher
+index = open_index(Path(sys.argv[2]) / "indexes" / "sample")
+hits = LocalSearcher(index).search("When did the Kestrel Ridge treatment plant open?", 3)
+print(json.dumps({"hits": [h.page_id for h in hits], "modules": sorted(sys.modules)}))
+"""
+
+
+def test_the_apps_first_search_loads_neither_torch_nor_the_pdf_layout_add_on(data_root):
+    """The index the pages open, and a search in it, run on ONNX Runtime: no torch (2-3 CPU-s of a first search
+    turn), no pymupdf.layout (0.8 s, search_engine/mupdf.py)."""
+    done = subprocess.run([sys.executable, "-c", FIRST_SEARCH, str(ROOT), str(data_root)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["hits"], result
+    loaded = set(result["modules"])
+    assert {"search_engine.index", "faiss", "onnxruntime", "pymupdf"} <= loaded  # the search really ran here
+    assert not loaded & {"torch", "sentence_transformers", "transformers", "pymupdf.layout"}, sorted(
+        loaded & {"torch", "sentence_transformers", "transformers", "pymupdf.layout"})
