@@ -153,7 +153,7 @@ class LateInteractionEmbedder:
         except ImportError as e:
             raise EmbedderError(f"the '{name}' embedder needs colpali-engine: "
                                 f"pip install --no-deps -r requirements-nodeps.txt ({e})") from e
-        self.name, self.pool_factor, self.batch_size = name, pool_factor, batch_size
+        self.name, self.source, self.pool_factor, self.batch_size = name, source, pool_factor, batch_size
         self.device, torch_dtype = torch_device_dtype(device, dtype)
         try:
             self._model = model_cls.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
@@ -233,7 +233,7 @@ class SingleVectorVlmEmbedder:
         import torch
         import transformers
 
-        self.name, self.pooling, self.batch_size = name, pooling, batch_size
+        self.name, self.source, self.pooling, self.batch_size = name, source, pooling, batch_size
         self.device, torch_dtype = torch_device_dtype(device, dtype)
         try:
             model_type = json.loads((Path(source) / "config.json").read_text()).get("model_type") \

@@ -1,0 +1,64 @@
+"""MaxSim (late-interaction) scoring of pages stored as rows of one big matrix. Arrays in, arrays out.
+
+A page i is rows [starts[i], starts[i] + counts[i]) of `matrix` (total rows, dim), float16 or float32,
+unit rows; a query is (q, dim) float32 unit rows. MaxSim(query, page) = sum over query tokens t of
+max over the page's rows r of <query[t], matrix[r]> (ColBERT / ColPali scoring).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK_ROWS = 262_144  # rows converted to float32 and multiplied at once (~32 MB at dim 128)
+
+
+def maxsim(query: np.ndarray, page: np.ndarray) -> float:
+    """MaxSim of one query (q, d) and one page (n, d): the reference formula."""
+    return float(np.einsum("qd,nd->qn", query.astype(np.float32), page.astype(np.float32)).max(axis=1).sum())
+
+
+def maxsim_scores(query: np.ndarray, matrix: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                  block_rows: int = BLOCK_ROWS) -> np.ndarray:
+    """MaxSim of `query` with every page (starts[i], counts[i]) of `matrix`: (pages,) float32.
+
+    Pages are visited in order of `starts` in blocks of about `block_rows` rows; within a block one
+    matrix product gives every (row, query token) similarity and `np.maximum.reduceat` takes each
+    page's maximum per token. Rows between pages (removed pages) are skipped by the segment bounds.
+    Every count must be >= 1."""
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    starts, counts = np.asarray(starts, np.int64), np.asarray(counts, np.int64)
+    if len(starts) == 0:
+        return np.zeros(0, np.float32)
+    if counts.min() < 1:
+        raise ValueError("every page needs at least one vector")
+    order = np.argsort(starts, kind="stable")
+    scores = np.empty(len(starts), np.float32)
+    first = 0
+    while first < len(order):
+        lo = int(starts[order[first]])
+        last = first
+        while last + 1 < len(order) and int(starts[order[last + 1]] + counts[order[last + 1]]) - lo <= block_rows:
+            last += 1
+        pages = order[first : last + 1]
+        hi = int((starts[pages] + counts[pages]).max())
+        sims = np.asarray(matrix[lo:hi], dtype=np.float32) @ query.T  # (rows, q)
+        sims = np.vstack([sims, np.full((1, sims.shape[1]), -np.inf, np.float32)])  # lets a segment end at `hi`
+        bounds = np.empty(2 * len(pages), np.int64)
+        bounds[0::2] = starts[pages] - lo
+        bounds[1::2] = starts[pages] + counts[pages] - lo
+        per_token = np.maximum.reduceat(sims, bounds, axis=0)[0::2]  # (pages, q)
+        scores[pages] = per_token.sum(axis=1)
+        first = last + 1
+    return scores
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the k best, best first; ties by id."""
+    order = np.lexsort((ids, -scores))[:k]
+    return scores[order].astype(np.float32), ids[order].astype(np.int64)
+
+
+def mean_vector(vectors: np.ndarray) -> np.ndarray:
+    """The normalised mean of unit rows (n, d) -> (d,): a page's (or query's) one vector for the
+    candidate stage, which ranks pages by <mean(query), mean(page)>."""
+    mean = np.asarray(vectors, np.float32).mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
