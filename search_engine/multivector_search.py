@@ -20,10 +20,9 @@ def maxsim_scores(query: np.ndarray, matrix: np.ndarray, starts: np.ndarray, cou
                   block_rows: int = BLOCK_ROWS) -> np.ndarray:
     """MaxSim of `query` with every page (starts[i], counts[i]) of `matrix`: (pages,) float32.
 
-    Pages are visited in order of `starts` in blocks of about `block_rows` rows; within a block one
-    matrix product gives every (row, query token) similarity and `np.maximum.reduceat` takes each
-    page's maximum per token. Rows between pages (removed pages) are skipped by the segment bounds.
-    Every count must be >= 1."""
+    Pages are visited in order of `starts` in blocks of at most `block_rows` of their rows (or one
+    page, if larger); within a block one matrix product gives every (row, query token) similarity and
+    `np.maximum.reduceat` takes each page's maximum per token. Every count must be >= 1."""
     query = np.ascontiguousarray(query, dtype=np.float32)
     starts, counts = np.asarray(starts, np.int64), np.asarray(counts, np.int64)
     if len(starts) == 0:
@@ -34,21 +33,32 @@ def maxsim_scores(query: np.ndarray, matrix: np.ndarray, starts: np.ndarray, cou
     scores = np.empty(len(starts), np.float32)
     first = 0
     while first < len(order):
-        lo = int(starts[order[first]])
-        last = first
-        while last + 1 < len(order) and int(starts[order[last + 1]] + counts[order[last + 1]]) - lo <= block_rows:
+        last, rows = first, int(counts[order[first]])
+        while last + 1 < len(order) and rows + int(counts[order[last + 1]]) <= block_rows:
             last += 1
+            rows += int(counts[order[last]])
         pages = order[first : last + 1]
-        hi = int((starts[pages] + counts[pages]).max())
-        sims = np.asarray(matrix[lo:hi], dtype=np.float32) @ query.T  # (rows, q)
-        sims = np.vstack([sims, np.full((1, sims.shape[1]), -np.inf, np.float32)])  # lets a segment end at `hi`
-        bounds = np.empty(2 * len(pages), np.int64)
-        bounds[0::2] = starts[pages] - lo
-        bounds[1::2] = starts[pages] + counts[pages] - lo
-        per_token = np.maximum.reduceat(sims, bounds, axis=0)[0::2]  # (pages, q)
-        scores[pages] = per_token.sum(axis=1)
+        scores[pages] = _block_scores(query, matrix, starts[pages], counts[pages], rows)
         first = last + 1
     return scores
+
+
+def _block_scores(query, matrix, starts, counts, rows: int) -> np.ndarray:
+    """MaxSim of pages (sorted by start) holding `rows` rows in all. Pages close together are read
+    as one slice (the rows between them, dead or other pages', cost little); scattered ones (a
+    candidate stage's) are gathered first, so their cost is their own rows only."""
+    lo, hi = int(starts[0]), int((starts + counts).max())
+    if hi - lo <= rows + rows // 2:
+        block, bounds_start = np.asarray(matrix[lo:hi], dtype=np.float32), starts - lo
+    else:
+        block = np.concatenate([np.asarray(matrix[s : s + c], dtype=np.float32) for s, c in zip(starts, counts)])
+        bounds_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sims = block @ query.T  # (rows in block, q)
+    sims = np.vstack([sims, np.full((1, sims.shape[1]), -np.inf, np.float32)])  # lets a segment end at the last row
+    bounds = np.empty(2 * len(starts), np.int64)
+    bounds[0::2] = bounds_start
+    bounds[1::2] = bounds_start + counts
+    return np.maximum.reduceat(sims, bounds, axis=0)[0::2].sum(axis=1)  # (pages,)
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -39,3 +39,14 @@ def test_top_k_is_best_first_with_ties_by_id():
 def test_mean_vector_is_a_unit_vector():
     v = mean_vector(np.array([[1.0, 0.0], [0.0, 1.0]]))
     np.testing.assert_allclose(v, [2 ** -0.5, 2 ** -0.5], rtol=1e-6)
+
+
+def test_scattered_pages_are_gathered_and_scored_like_the_formula():
+    rng = np.random.default_rng(3)
+    counts = np.full(100, 10)
+    starts = np.arange(100) * 10
+    matrix = _unit(rng.normal(size=(1000, 8))).astype(np.float16)
+    query = _unit(rng.normal(size=(3, 8)))
+    chosen = np.array([90, 3, 47, 12])  # a candidate stage's picks: far apart, any order
+    scores = maxsim_scores(query, matrix, starts[chosen], counts[chosen])
+    np.testing.assert_allclose(scores, [maxsim(query, matrix[s : s + 10]) for s in starts[chosen]], rtol=1e-5)
