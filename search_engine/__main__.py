@@ -3,7 +3,8 @@
     python -m search_engine ingest PATH... --index DIR [--dpi 144] [--json] [--workers N]
                                    [--backend local|milvus --milvus-uri http://host:19530|FILE.db]
                                    [--embedder minilm|colqwen2|colqwen2.5|vlm-embed --model-path DIR|HUB_ID
-                                    --pool-factor N --device auto|cpu|cuda --dtype auto|float32|bfloat16|float16]
+                                    --pool-factor N --vlm-pooling last|mean --device auto|cpu|cuda
+                                    --dtype auto|float32|bfloat16|float16]
     python -m search_engine search --index DIR [--top-k 10] [--mode fused|dense|lexical] [--json] QUERY
     python -m search_engine serve --index DIR [--host 127.0.0.1] [--port 8002]
     python -m search_engine sample [--data data]
@@ -104,7 +105,7 @@ def _cost_per_page(report, index) -> dict:
 def _embedder_settings(args) -> dict:
     """The embedder options given on the command line, as IndexConfig fields."""
     given = {"embedder": args.embedder, "model_path": args.model_path, "pool_factor": args.pool_factor,
-             "device": args.device, "dtype": args.dtype}
+             "device": args.device, "dtype": args.dtype, "vlm_pooling": args.vlm_pooling}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -154,7 +155,7 @@ def cmd_ingest(args) -> int:
             changes.update(backend=args.backend, milvus_uri=args.milvus_uri or "")
         for key, value in embedder_settings.items():
             if value != getattr(index.config, key):
-                if key in ("embedder", "model_path", "pool_factor"):
+                if key in ("embedder", "model_path", "pool_factor", "vlm_pooling"):
                     print(f"--{key.replace('_', '-')} {value} differs from the index's {getattr(index.config, key)!r}: "
                           f"every page will be embedded again")
                 changes[key] = value
@@ -250,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="visual embedders: a local model folder or a hub name (default: the embedder's hub id, from the cache)")
     p.add_argument("--pool-factor", type=int, default=None, dest="pool_factor",
                    help="colqwen2: store ~1/N of each page's vectors (hierarchical token pooling; default 1: all)")
+    p.add_argument("--vlm-pooling", default=None, choices=("last", "mean"), dest="vlm_pooling",
+                   help="vlm-embed: the page vector is the last token's hidden state (default) or the mean over tokens")
     p.add_argument("--device", default=None, help="visual embedders: auto (CUDA if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
                    help="visual embedders' precision (auto: bfloat16 on CUDA, float32 on CPU)")

@@ -28,7 +28,7 @@ class IndexConfig:
     vlm_pooling: str = "last"  # single-vector visual embedder: "last" token or "mean"
     device: str = "auto"  # visual embedders: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     dtype: str = "auto"  # visual embedders: "auto" (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16
-    maxsim_exact_max_pages: int = 5_000  # late interaction: exact MaxSim over every page up to this many pages
+    maxsim_exact_max_pages: int = 2_000  # late interaction: exact MaxSim up to this many pages (bench/RESULTS.md)
     maxsim_candidates: int = 400  # past it: pages the mean-vector candidate stage proposes for exact MaxSim
     dpi: int = 144  # PDF render resolution
     min_text_chars: int = 20  # a PDF page with less text-layer text than this is OCR'd

@@ -138,3 +138,27 @@ def test_the_milvus_backend_refuses_a_late_interaction_embedder(tmp_path):
     with pytest.raises(ValueError, match="needs the local backend"):
         DocumentIndex.open(tmp_path / "m", config=IndexConfig(embedder="colqwen2", backend="milvus",
                                                               milvus_uri=str(tmp_path / "m.db")))
+
+
+def test_a_single_vector_visual_index_embeds_page_images_into_faiss(tmp_path, demo_corpus):
+    from support.tiny_visual import tiny_vlm_embed_dir
+
+    embedder = load_embedder("vlm-embed", str(tiny_vlm_embed_dir(tmp_path)))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in PAGES[:2]:
+        shutil.copy(demo_corpus / name, corpus / name)
+    config = IndexConfig(embedder="vlm-embed", model_path=embedder.source, workers=0)
+    index = DocumentIndex.open(tmp_path / "index", embedder=embedder, config=config)
+    index.ingest([corpus])
+    assert index.backend.multi is None and not (tmp_path / "index" / FILE).exists()
+    hits = index.search("object storage pricing", top_k=2, mode="dense")
+    query = embedder.encode_query("object storage pricing")
+    for hit in hits:
+        page = embedder.encode_images([index.page_image(hit.page_id)])[0]
+        assert hit.score == pytest.approx(float(page @ query), abs=1e-4)
+    index.close()
+    again = DocumentIndex.open(tmp_path / "index", embedder=embedder)
+    assert [(h.page_id, h.score) for h in again.search("object storage pricing", top_k=2, mode="dense")] == \
+        [(h.page_id, h.score) for h in hits]
+    again.close()
