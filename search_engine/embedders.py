@@ -34,7 +34,9 @@ class Embedder(Protocol):
         """(len(texts), dim) float32, L2-normalised rows."""
 
     def encode_query(self, query: str) -> np.ndarray:
-        """(dim,) float32, L2-normalised."""
+        """(dim,) float32, L2-normalised. A late-interaction embedder (`multivector = True`,
+        embedders_visual.LateInteractionEmbedder) returns (q, dim): one unit vector per query token,
+        and its `encode_images` a list of (n_i, dim) arrays; the others' `encode_images` gives (n, dim)."""
 
 
 class MiniLMEmbedder:

@@ -32,6 +32,9 @@ Crash safety:
   drops them, so a record never names a missing image; `remove_orphan_images` deletes leftovers
   at the start of the next change after one that did not finish (`begin_changes`): listing a
   million images costs seconds, which a 10-page add should not pay.
+- Multi-vectors of late-interaction pages are appended to multivectors.f16 and fsynced before the
+  transaction that names their spans; a tail no transaction named is cut by the next writer
+  (multivector_store.py).
 - The dense and lexical indexes are derived from the records and the change log. Each records
   how far into the log it is (`dense.faiss`'s sidecar, `meta.lexical_seq`); whoever opens the index
   catches up from there, so a kill between the records' commit and theirs loses nothing.

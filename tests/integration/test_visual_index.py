@@ -162,3 +162,21 @@ def test_a_single_vector_visual_index_embeds_page_images_into_faiss(tmp_path, de
     assert [(h.page_id, h.score) for h in again.search("object storage pricing", top_k=2, mode="dense")] == \
         [(h.page_id, h.score) for h in hits]
     again.close()
+
+
+def test_a_reader_sees_pages_another_writer_committed(built, colqwen, tmp_path):
+    folder, corpus, config = _copy(built, tmp_path)
+    reader = DocumentIndex.open(folder, embedder=colqwen, config=config)
+    before = {h.page_id for h in reader.search("cloud", top_k=10, mode="dense")}
+    writer = DocumentIndex.open(folder, embedder=colqwen, config=config)
+    extra = tmp_path / "more"
+    extra.mkdir()
+    with Image.open(corpus / "aliyun4_1.jpg") as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "flipped.jpg", quality=85)
+    writer.add([extra])
+    after = {h.page_id: h.score for h in reader.search("cloud", top_k=10, mode="dense")}
+    assert set(after) == before | {"flipped"}
+    direct = _direct(colqwen, reader, "cloud")
+    assert after["flipped"] == pytest.approx(direct["flipped"][0], rel=1e-4)
+    writer.close()
+    reader.close()
