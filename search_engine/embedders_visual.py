@@ -79,6 +79,14 @@ def model_source(model: VisualModel, model_path: str | None) -> str:
         if folder.exists() or os.sep in model_path or model_path.startswith((".", "~")):
             if not folder.is_dir():
                 raise EmbedderError(f"no model folder at {model_path}; {how_to_get(model)}")
+            adapter = folder / "adapter_config.json"
+            if adapter.is_file() and not (folder / "config.json").is_file():
+                try:
+                    base = json.loads(adapter.read_text()).get("base_model_name_or_path", "its base model")
+                except (OSError, ValueError):
+                    base = "its base model"
+                raise EmbedderError(f"{model_path} is a LoRA adapter over {base}, not a whole model; use merged "
+                                    f"weights (for ColQwen2: vidore/colqwen2-v1.0-merged) or merge it with peft first")
             has_config = (folder / "config.json").is_file()
             has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
             if not (has_config and has_weights):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from search_engine.embedders import EmbedderError, load_embedder
-from support.tiny_visual import tiny_colqwen2_dir, tiny_vlm_embed_dir
+from support.tiny_visual import tiny_colqwen25_dir, tiny_colqwen2_dir, tiny_vlm_embed_dir
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +43,14 @@ def test_colqwen2_query_tokens_and_their_strings(colqwen):
     np.testing.assert_allclose(colqwen.encode_query("NAT gateway SLA"), query.vectors, atol=1e-6)
 
 
+def test_colqwen25_runs_the_same_way(tmp_path):
+    embedder = load_embedder("colqwen2.5", str(tiny_colqwen25_dir(tmp_path)))
+    [page] = embedder.encode_page_patches(_pages()[:1])
+    assert page.grid == (9, 6) and page.vectors.shape == (54, 128)
+    query = embedder.encode_query("storage")
+    assert query.shape[1] == 128 and np.isfinite(query).all()
+
+
 def test_token_pooling_shrinks_what_is_stored(tmp_path_factory):
     folder = tiny_colqwen2_dir(tmp_path_factory.mktemp("models"))
     pooled = load_embedder("colqwen2", str(folder), pool_factor=3).encode_images(_pages()[:1])[0]
@@ -74,6 +82,11 @@ def test_without_weights_it_fails_at_once_naming_the_model(tmp_path, name, hub_i
         load_embedder(name, str(tmp_path))
     with pytest.raises(EmbedderError, match="no model folder at"):
         load_embedder(name, str(tmp_path / "missing"))
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": "vidore/colqwen2-base"}')
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(EmbedderError, match="LoRA adapter over vidore/colqwen2-base"):
+        load_embedder(name, str(tmp_path / "adapter"))
     assert time.perf_counter() - started < 5
     with pytest.raises(EmbedderError, match="not supported"):
         load_embedder("colpali")

