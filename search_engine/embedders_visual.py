@@ -20,6 +20,7 @@ model and how to get it (`model_source`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -63,8 +64,8 @@ def is_multivector(name: str) -> bool:
 
 
 def how_to_get(model: VisualModel) -> str:
-    package = " and colpali-engine (pip install --no-deps -r requirements-nodeps.txt)" if model.kind == "multi" else ""
-    return (f"the '{model.name}' embedder needs{package} the weights of {model.hub_id} (or a compatible model): run "
+    package = "colpali-engine (pip install --no-deps -r requirements-nodeps.txt) and " if model.kind == "multi" else ""
+    return (f"the '{model.name}' embedder needs {package}the weights of {model.hub_id} (or a compatible model): run "
             f"`huggingface-cli download {model.hub_id}` on a machine with internet (it fills the Hugging Face "
             f"cache), or copy the model folder here and pass it as the model path (--model-path DIR). "
             f"Without a GPU expect seconds per page.")
@@ -76,7 +77,8 @@ def model_source(model: VisualModel, model_path: str | None) -> str:
     HF_HUB_OFFLINE is set)."""
     if model_path:
         folder = Path(model_path).expanduser()
-        if folder.exists() or os.sep in model_path or model_path.startswith((".", "~")):
+        looks_like_hub_id = model_path.count("/") == 1 and not model_path.startswith(("/", ".", "~"))
+        if folder.exists() or not looks_like_hub_id:
             if not folder.is_dir():
                 raise EmbedderError(f"no model folder at {model_path}; {how_to_get(model)}")
             adapter = folder / "adapter_config.json"
@@ -101,9 +103,8 @@ def model_source(model: VisualModel, model_path: str | None) -> str:
     if isinstance(cached, str):
         return str(Path(cached).parent)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        other = dict(model.__dict__, hub_id=hub_id)
         raise EmbedderError(f"{hub_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-                            f"{how_to_get(VisualModel(**other))}")
+                            f"{how_to_get(dataclasses.replace(model, hub_id=hub_id))}")
     return hub_id  # transformers downloads it
 
 

@@ -78,6 +78,8 @@ def test_without_weights_it_fails_at_once_naming_the_model(tmp_path, name, hub_i
     with pytest.raises(EmbedderError) as error:
         load_embedder(name)
     assert hub_id in str(error.value) and f"huggingface-cli download {hub_id}" in str(error.value)
+    with pytest.raises(EmbedderError, match="huggingface-cli download someorg/my-finetune"):
+        load_embedder(name, "someorg/my-finetune")  # a hub name, not in the cache, offline
     with pytest.raises(EmbedderError, match="holds no model"):
         load_embedder(name, str(tmp_path))
     with pytest.raises(EmbedderError, match="no model folder at"):
