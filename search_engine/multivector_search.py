@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BLOCK_ROWS = 262_144  # rows converted to float32 and multiplied at once (~32 MB at dim 128)
+BLOCK_ROWS = 8_192  # rows converted to float32 and multiplied at once (4 MB at dim 128: stays in cache;
+# 262,144-row blocks (134 MB, fresh pages every block) made a 10k-page scan 1.3x slower)
 
 
 def maxsim(query: np.ndarray, page: np.ndarray) -> float:
