@@ -92,3 +92,16 @@ def test_without_weights_it_fails_at_once_naming_the_model(tmp_path, name, hub_i
     assert time.perf_counter() - started < 5
     with pytest.raises(EmbedderError, match="not supported"):
         load_embedder("colpali")
+
+
+def test_precision_and_device_are_the_users(tmp_path_factory):
+    import torch
+
+    folder = str(tiny_colqwen2_dir(tmp_path_factory.mktemp("models")))
+    half = load_embedder("colqwen2", folder, device="cpu", dtype="bfloat16")
+    assert next(half._model.parameters()).dtype == torch.bfloat16 and half.device == "cpu"
+    [page] = half.encode_images(_pages()[:1])
+    assert page.dtype == np.float32 and page.shape == (54, 128)  # stored as float32 unit rows whatever the compute
+    np.testing.assert_allclose(np.linalg.norm(page, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(EmbedderError, match="unknown precision 'int3'"):
+        load_embedder("colqwen2", folder, dtype="int3")
