@@ -2,6 +2,9 @@
 
     python -m search_engine ingest PATH... --index DIR [--dpi 144] [--json] [--workers N]
                                    [--backend local|milvus --milvus-uri http://host:19530|FILE.db]
+                                   [--embedder minilm|colqwen2|colqwen2.5|vlm-embed --model-path DIR|HUB_ID
+                                    --pool-factor N --vlm-pooling last|mean --device auto|cpu|cuda
+                                    --dtype auto|float32|bfloat16|float16]
     python -m search_engine search --index DIR [--top-k 10] [--mode fused|dense|lexical] [--json] QUERY
     python -m search_engine serve --index DIR [--host 127.0.0.1] [--port 8002]
     python -m search_engine sample [--data data]
@@ -80,11 +83,52 @@ def _print_report(report, index) -> None:
     )
 
 
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _cost_per_page(report, index) -> dict:
+    """Indexing time and stored vector bytes per page for the index's embedder (what the CLI prints).
+    Time per page is the whole ingest's (reading, OCR and embedding) over the pages it added."""
+    added = len(report.added)
+    described = index.backend.describe() if hasattr(index.backend, "describe") else {}
+    multi = float(described.get("multivector_bytes_per_page", 0.0))
+    page_vector = 4 * index.embedder.dim if added else 0  # the float32 page vector every index keeps
+    return {"embedder": index.config.embedder, "pages_added": added,
+            "seconds_per_page": round(report.seconds / added, 3) if added else None,
+            "vector_bytes_per_page": round(page_vector + multi, 1), "multivector_bytes_per_page": round(multi, 1),
+            "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def _embedder_settings(args) -> dict:
+    """The embedder options given on the command line, as IndexConfig fields."""
+    given = {"embedder": args.embedder, "model_path": args.model_path, "pool_factor": args.pool_factor,
+             "device": args.device, "dtype": args.dtype, "vlm_pooling": args.vlm_pooling}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _visual_embedder(config):
+    """A visual embedder loaded before the index is opened, so that missing weights fail before any
+    index folder is made or rebuilt; None for the default text embedder (it loads on first use)."""
+    if config.embedder == "minilm":
+        return None
+    from .embedders import load_embedder
+
+    return load_embedder(config.embedder, config.model_path or None, device=config.device, dtype=config.dtype,
+                         pool_factor=config.pool_factor, pooling=config.vlm_pooling)
+
+
 def cmd_ingest(args) -> int:
     from dataclasses import replace
 
     from .index import DocumentIndex, IndexConfig
     from .store import IndexStore
+
+    if args.pool_factor is not None and args.pool_factor < 1:
+        raise UserError(f"--pool-factor must be 1 (no pooling) or more, got {args.pool_factor}")
+    embedder_settings = _embedder_settings(args)
 
     if Path(args.index).exists() and not Path(args.index).is_dir():
         raise UserError(f"--index {args.index} is a file, not a folder")
@@ -98,8 +142,8 @@ def cmd_ingest(args) -> int:
     # it with fresh defaults could rebuild it. Only an explicit --dpi or --backend that differs rebuilds it.
     if IndexStore(Path(args.index)).read_config() is None:
         config = IndexConfig(dpi=args.dpi or IndexConfig.dpi, backend=args.backend or "local",
-                             milvus_uri=args.milvus_uri or "", workers=args.workers)
-        index = DocumentIndex.open(args.index, config=config)
+                             milvus_uri=args.milvus_uri or "", workers=args.workers, **embedder_settings)
+        index = DocumentIndex.open(args.index, config=config, embedder=_visual_embedder(config))
     else:
         index = DocumentIndex.open(args.index)
         changes = {}
@@ -109,16 +153,30 @@ def cmd_ingest(args) -> int:
         if args.backend and (args.backend, args.milvus_uri or "") != (index.config.backend, index.config.milvus_uri):
             print(f"--backend {args.backend} differs from the index's {index.config.backend}: every page will be ingested again")
             changes.update(backend=args.backend, milvus_uri=args.milvus_uri or "")
+        for key, value in embedder_settings.items():
+            if value != getattr(index.config, key):
+                if key in ("embedder", "model_path", "pool_factor", "vlm_pooling"):
+                    print(f"--{key.replace('_', '-')} {value} differs from the index's {getattr(index.config, key)!r}: "
+                          f"every page will be embedded again")
+                changes[key] = value
         if changes or args.workers is not None:
-            index = DocumentIndex.open(args.index, config=replace(index.config, workers=args.workers, **changes))
+            config = replace(index.config, workers=args.workers, **changes)
+            index = DocumentIndex.open(args.index, config=config, embedder=_visual_embedder(config))
     bar, progress = _progress_bar("ingest")
     try:
         report = index.ingest([Path(p) for p in args.paths], progress=progress)
     finally:
         bar.close()
+    cost = _cost_per_page(report, index)
     if args.json:
-        print(json.dumps(report.to_dict() | {"index_pages": len(index)}, ensure_ascii=False, indent=1))
+        print(json.dumps(report.to_dict() | {"index_pages": len(index), "cost": cost}, ensure_ascii=False, indent=1))
     else:
+        if cost["pages_added"]:  # before the report, whose summary stays the last line
+            multi = (f" ({cost['multivector_bytes_per_page'] / 1024:.1f} KiB of them multi-vectors)"
+                     if cost["multivector_bytes_per_page"] else "")
+            print(f"embedder {cost['embedder']}: {cost['seconds_per_page']:.2f} s per page (reading, OCR and embedding), "
+                  f"{cost['vector_bytes_per_page'] / 1024:.1f} KiB of vectors per page{multi}, "
+                  f"peak memory {cost['peak_rss_mib']:.0f} MiB")
         _print_report(report, index)
     nothing_indexed = report.skipped and not report.added and not report.unchanged_files
     return EXIT_NOTHING_INDEXED if nothing_indexed else 0
@@ -184,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--milvus-uri", default=None, metavar="URI",
                    help="with --backend milvus: http://host:19530 (a Milvus server or cluster) or a local Milvus Lite file ending in .db")
     p.add_argument("--workers", type=int, default=None, help="processes rendering and OCRing pages (default: one per core; 0: none)")
+    from .embedders import EMBEDDERS  # light: the embedder modules import their models lazily
+
+    p.add_argument("--embedder", choices=EMBEDDERS, default=None,
+                   help="page embedder (new index: minilm, over the page text; colqwen2/colqwen2.5: late interaction "
+                        "over the page image; vlm-embed: one vector per page image); default: keep the index's")
+    p.add_argument("--model-path", default=None, metavar="DIR|HUB_ID",
+                   help="visual embedders: a local model folder or a hub name (default: the embedder's hub id, from the cache)")
+    p.add_argument("--pool-factor", type=int, default=None, dest="pool_factor",
+                   help="colqwen2: store ~1/N of each page's vectors (hierarchical token pooling; default 1: all)")
+    p.add_argument("--vlm-pooling", default=None, choices=("last", "mean"), dest="vlm_pooling",
+                   help="vlm-embed: the page vector is the last token's hidden state (default) or the mean over tokens")
+    p.add_argument("--device", default=None, help="visual embedders: auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
+                   help="visual embedders' precision (auto: bfloat16 on CUDA, float32 on CPU)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="search an index")

@@ -1,7 +1,9 @@
 """The default backend: everything in the index folder on this machine.
 
 Page records in SQLite (store.py), BM25 in tantivy (lexical_tantivy.py), vectors in FAISS
-(dense_store.py). The records and their change log are the truth; the two retrievers are derived
+(dense_store.py); for a late-interaction embedder also multi-vector pages in one float16 file
+(multivector_store.py), searched by MaxSim (multivector_search.py), with the pages' mean vectors in
+FAISS as its candidate stage. The records and their change log are the truth; the two retrievers are derived
 from them and catch up from the log when they lag (after a kill, or another process's commit).
 
 What a search process holds in memory per page: nothing of the records (a page is read by id when
@@ -18,6 +20,9 @@ import numpy as np
 
 from .config import IndexConfig
 from .dense_store import DenseStore
+from .embedders import is_multivector
+from .multivector_search import maxsim_scores, mean_vector, top_k
+from .multivector_store import MultiVectorStore
 from .bm25 import bm25
 from .lexical_tantivy import TantivyLexical, padding
 from .store import Chunk, HitMeta, IndexStore, SourceState
@@ -37,6 +42,7 @@ class LocalBackend:
         self.store = IndexStore(self.folder)
         self.images = self.store  # the page-image folder (images_dir, write/delete, orphans)
         self.dense = DenseStore(self.store, config.dense, config.dense_checkpoint_every)
+        self.multi = MultiVectorStore(self.store) if is_multivector(config.embedder) else None
         self.lexical: TantivyLexical | None = None
         self._version: int | None = None
         self._next_vid: int | None = None
@@ -46,6 +52,8 @@ class LocalBackend:
         """Open the retrievers and bring them up to date with the records."""
         self.lexical = TantivyLexical(self.folder / "lexical")
         self.dense.load()
+        if self.multi is not None:
+            self.multi.load()
         self._version = self.store.data_version()
         with self.store.try_writer_lock() as free:
             if free:  # nobody is writing: a lagging lexical index (a killed ingest) catches up now
@@ -59,6 +67,8 @@ class LocalBackend:
         self._version = version
         self.dense.catch_up()
         self.lexical.refresh()
+        if self.multi is not None:
+            self.multi.load()
 
     def close(self) -> None:
         if self.lexical is not None:
@@ -69,6 +79,7 @@ class LocalBackend:
         self.lexical = None
         self.store.wipe()
         self.dense = DenseStore(self.store, self.config.dense, self.config.dense_checkpoint_every)
+        self.multi = MultiVectorStore(self.store) if is_multivector(self.config.embedder) else None
 
     # ---- writing (inside store.writer_lock) ----------------------------------------------------------
     def begin_write(self) -> None:
@@ -76,6 +87,8 @@ class LocalBackend:
         self.refresh()
         self.dense.catch_up()
         self._catch_up_lexical()
+        if self.multi is not None:
+            self.multi.begin_write()
         self._next_vid = self.store.next_vid()
 
     def end_write(self, format_version: int) -> None:
@@ -88,7 +101,7 @@ class LocalBackend:
 
     def commit(self, chunks: list[Chunk]) -> None:
         """Chunks of sources, atomically in the records (one transaction); then into both retrievers."""
-        rows, vectors_of = [], {}
+        rows, vectors_of, spans = [], {}, {}
         pad = self._padding([len(t) for c in chunks for t in c.tokens])
         for chunk in chunks:
             vids = list(range(self._next_vid, self._next_vid + len(chunk.pages)))
@@ -97,13 +110,19 @@ class LocalBackend:
             for i, vid in enumerate(vids):
                 vectors_of[vid] = chunk.vectors[i]
                 self.lexical.add(vid, chunk.tokens[i], pad)
-        self.store.commit_pages(rows)  # the commit point
+            if self.multi is not None:
+                if chunk.multivectors is None or len(chunk.multivectors) != len(vids):
+                    raise ValueError("a late-interaction index needs every page's multi-vectors")
+                spans.update(zip(vids, self.multi.append(chunk.multivectors)))  # durable before the commit
+        self.store.commit_pages(rows, spans)  # the commit point
         seq = self.store.last_seq()
         self.lexical.commit()
         self.store.set_meta(LEXICAL_SEQ, str(seq))
         self.dense.apply(self.store.changes_since(self.dense.seq, limit=len(vectors_of) + 100_000), vectors_of)
         if self.dense.maybe_checkpoint():
             self.store.forget_changes(min(self.dense.base_seq, seq))
+        if self.multi is not None:
+            self.multi.load()
 
     def _padding(self, lengths: list[int]) -> int:
         """Filler terms for new pages (lexical_tantivy.padding), from the running mean page length."""
@@ -140,6 +159,8 @@ class LocalBackend:
         self.lexical.commit()
         self.store.set_meta(LEXICAL_SEQ, str(seq))
         self.dense.apply(self.store.changes_since(self.dense.seq))
+        if self.multi is not None:
+            self.multi.load()
 
     def _catch_up_lexical(self) -> None:
         applied = int(self.store.get_meta(LEXICAL_SEQ, "0"))
@@ -180,7 +201,30 @@ class LocalBackend:
         return self.store.iter_pages()
 
     def dense_search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, vids): a (dim,) query vector searches FAISS; a (q, dim) query of token vectors
+        (late-interaction index) is scored by MaxSim (`maxsim_search`)."""
+        if vector.ndim == 2:
+            return self.maxsim_search(vector, k)
         return self.dense.search(vector, k)
+
+    def maxsim_search(self, query: np.ndarray, k: int, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (MaxSim scores, vids) for query token vectors (q, dim). Exact over every page when the
+        index holds at most `config.maxsim_exact_max_pages` pages (or `exact=True`); otherwise a
+        candidate stage first: FAISS over the pages' mean vectors proposes `config.maxsim_candidates`
+        pages for the query's mean vector, and exact MaxSim re-ranks them."""
+        if self.multi is None:
+            raise ValueError(f"the index's embedder {self.config.embedder!r} stores one vector per page, not multi-vectors")
+        multi = self.multi
+        if not len(multi):
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        if exact is None:
+            exact = len(multi) <= self.config.maxsim_exact_max_pages
+        if exact:
+            vids, starts, counts = multi.vids, multi.starts, multi.counts
+        else:
+            _, candidates = self.dense.search(mean_vector(query), max(self.config.maxsim_candidates, k))
+            vids, starts, counts = multi.spans_of(candidates)
+        return top_k(maxsim_scores(query, multi.matrix, starts, counts), vids, k)
 
     def lexical_search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """tantivy's top k, scored again with exact BM25 (bm25.py's formula, k1 and b of the config):
@@ -208,4 +252,7 @@ class LocalBackend:
         return self.store.image_path(page_id)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "dense": self.dense.base.kind if self.dense.base is not None else "flat"}
+        described = {"backend": self.name, "dense": self.dense.base.kind if self.dense.base is not None else "flat"}
+        if self.multi is not None:
+            described |= {"multivector_pages": len(self.multi), "multivector_bytes_per_page": self.multi.bytes_per_page()}
+        return described

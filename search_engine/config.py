@@ -23,6 +23,13 @@ BACKENDS = ("local", "milvus")
 @dataclass
 class IndexConfig:
     embedder: str = "minilm"  # see embedders.load_embedder
+    model_path: str = ""  # visual embedders: a local model folder or a hub name ("": the embedder's default hub id)
+    pool_factor: int = 1  # late interaction: store ~n/pool_factor pooled vectors per page (1: every patch)
+    vlm_pooling: str = "last"  # single-vector visual embedder: "last" token or "mean"
+    device: str = "auto"  # visual embedders: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+    dtype: str = "auto"  # visual embedders: "auto" (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16
+    maxsim_exact_max_pages: int = 2_000  # late interaction: exact MaxSim up to this many pages (bench/RESULTS.md)
+    maxsim_candidates: int = 400  # past it: pages the mean-vector candidate stage proposes for exact MaxSim
     dpi: int = 144  # PDF render resolution
     min_text_chars: int = 20  # a PDF page with less text-layer text than this is OCR'd
     ocr_min_confidence: float = 0.5
@@ -47,6 +54,9 @@ class IndexConfig:
         return {
             "format_version": self.format_version,
             "embedder": self.embedder,
+            "model_path": self.model_path,
+            "pool_factor": self.pool_factor,
+            "vlm_pooling": self.vlm_pooling,
             "dpi": self.dpi,
             "min_text_chars": self.min_text_chars,
             "ocr_min_confidence": self.ocr_min_confidence,

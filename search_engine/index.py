@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .config import BACKENDS, FORMAT_VERSION, IndexConfig
-from .embedders import Embedder, load_embedder
+from .embedders import Embedder, is_multivector, load_embedder
 from .fusion import fuse
 from .ingest import Ingestor, Progress, under
 from .ocr import OcrEngine
@@ -44,6 +44,9 @@ __all__ = ["DocumentIndex", "IndexConfig", "MODES", "Progress"]
 
 
 def make_backend(folder: Path, config: IndexConfig):
+    if config.backend == "milvus" and is_multivector(config.embedder):
+        raise ValueError(f"the milvus backend stores one vector per page; the late-interaction embedder "
+                         f"{config.embedder!r} needs the local backend (--backend local)")
     if config.backend == "local":
         from .backend_local import LocalBackend
 
@@ -82,8 +85,9 @@ class DocumentIndex:
         if config is None:  # keep what decides the stored content; search-time settings from the defaults
             kept = IndexConfig.from_dict(stored).identity() if stored else {}
             if stored and int(stored.get("format_version", 0)) != FORMAT_VERSION:
-                kept = {k: v for k, v in kept.items() if k in ("embedder", "dpi", "min_text_chars",
-                                                               "ocr_min_confidence", "ocr_max_side")}
+                kept = {k: v for k, v in kept.items() if k in ("embedder", "model_path", "pool_factor", "vlm_pooling",
+                                                               "dpi", "min_text_chars", "ocr_min_confidence",
+                                                               "ocr_max_side")}
             config = IndexConfig(**{k: v for k, v in kept.items() if k != "format_version"})
             if embedder is not None:
                 config.embedder = embedder.name
@@ -140,7 +144,9 @@ class DocumentIndex:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = load_embedder(self.config.embedder)
+            c = self.config
+            self._embedder = load_embedder(c.embedder, c.model_path or None, device=c.device, dtype=c.dtype,
+                                           pool_factor=c.pool_factor, pooling=c.vlm_pooling)
         return self._embedder
 
     @property

@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import IndexConfig
 from .model_views import sync_views
+from .multivector_search import mean_vector
 from .page_reader import ReadPage, ReadSettings, Task, embedding_text, in_process_reader, init_worker, read_task
 from .pages import SourceError, count_pages
 from .sources import SourceFile, discover, file_sha256, still_there
@@ -259,13 +260,14 @@ class Ingestor:
         pending = [r for r in pending if r.pages or r.committed]
         if not pending:
             return
-        vectors = self._vectors(pending)
+        vectors, multivectors = self._vectors(pending)
         chunks, start = [], 0
         for reading in pending:
             n = len(reading.pages)
             if n:
                 chunks.append(Chunk(dataclasses.replace(reading.state), reading.pages, vectors[start : start + n],
-                                    [tokenize(p.text) for p in reading.pages]))
+                                    [tokenize(p.text) for p in reading.pages],
+                                    multivectors[start : start + n] if multivectors is not None else None))
                 report.added += [p.page_id for p in reading.pages]
             else:
                 self.backend.update_source(reading.state)
@@ -275,15 +277,19 @@ class Ingestor:
         if chunks:
             self.backend.commit(chunks)
 
-    def _vectors(self, pending: list[_Reading]) -> np.ndarray:
+    def _vectors(self, pending: list[_Reading]) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """The pending pages' vectors, in order: a worker's where it embedded the page, the rest
-        embedded here in one go."""
-        lacking = [t for r in pending for t, v in zip(r.texts, r.vectors) if v is None]
+        embedded here in one go. A late-interaction embedder gives each page (n_i, dim) vectors: they
+        come second, and the page vector is their normalised mean (the candidate stage's vector)."""
         images = [i for r in pending for i in r.images]
+        if getattr(self._embedder(), "multivector", False):
+            multivectors = self._embedder().encode_images(images)
+            return np.vstack([mean_vector(m) for m in multivectors]), multivectors
+        lacking = [t for r in pending for t, v in zip(r.texts, r.vectors) if v is None]
         if not lacking and not images:
-            return np.vstack([v for r in pending for v in r.vectors])
+            return np.vstack([v for r in pending for v in r.vectors]), None
         computed = iter(self._embed(lacking, images))
-        return np.vstack([v if v is not None else next(computed) for r in pending for v in r.vectors])
+        return np.vstack([v if v is not None else next(computed) for r in pending for v in r.vectors]), None
 
     def _embed(self, texts: list[str], images: list) -> np.ndarray:
         embedder = self._embedder()

@@ -5,13 +5,17 @@
     <index>/images/        page images, `<page_id>.jpg` (reference naming: the file name is the page id)
     <index>/lexical/       tantivy index over the page tokens (derived; lexical_tantivy.py)
     <index>/dense.faiss    FAISS checkpoint of the page vectors (derived; dense_store.py)
+    <index>/multivectors.f16  late-interaction page vectors, float16 rows (multivector_store.py)
     <index>/manifest.json  summary for light readers: each source path -> content hash and page ids
 
 Tables: `sources` (one row per source file: content hash, size, mtime, how many of its pages were
 read, whether it is complete), `pages` (one row per page: id, size, vector, boxes; the integer `vid`
 is the page's id in the dense and lexical indexes and is never reused), `terms` (per page: its
 length in tokens and its term counts, for exact BM25; see `encode_terms`), `changes` (a log of vids
-added and removed, in commit order), `meta` (what the derived indexes have applied of that log).
+added and removed, in commit order), `meta` (what the derived indexes have applied of that log),
+`multivectors` (late-interaction indexes only: per page vid the span of its rows in multivectors.f16,
+committed with its page row; the page row's `vector` is then the normalised mean of those rows, for
+the candidate stage).
 
 Column order matters: a page row is ~13 KB (264 word boxes), so SQLite keeps most of it on overflow
 pages that it must walk in order. The small columns and the vector come first and the boxes last, so
@@ -28,6 +32,9 @@ Crash safety:
   drops them, so a record never names a missing image; `remove_orphan_images` deletes leftovers
   at the start of the next change after one that did not finish (`begin_changes`): listing a
   million images costs seconds, which a 10-page add should not pay.
+- Multi-vectors of late-interaction pages are appended to multivectors.f16 and fsynced before the
+  transaction that names their spans; a tail no transaction named is cut by the next writer
+  (multivector_store.py).
 - The dense and lexical indexes are derived from the records and the change log. Each records
   how far into the log it is (`dense.faiss`'s sidecar, `meta.lexical_seq`); whoever opens the index
   catches up from there, so a kill between the records' commit and theirs loses nothing.
@@ -75,6 +82,7 @@ CREATE TABLE IF NOT EXISTS pages(
     vector BLOB NOT NULL, boxes TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS pages_by_source ON pages(source_id, page);
 CREATE TABLE IF NOT EXISTS terms(vid INTEGER PRIMARY KEY, length INTEGER NOT NULL, counts BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS multivectors(vid INTEGER PRIMARY KEY, start INTEGER NOT NULL, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, vid INTEGER NOT NULL, added INTEGER NOT NULL);
 """
 
@@ -112,6 +120,7 @@ class Chunk:
     pages: list[Page]
     vectors: np.ndarray  # (len(pages), dim)
     tokens: list[list[str]]
+    multivectors: list[np.ndarray] | None = None  # late interaction: per page (n_i, dim') unit rows
 
 
 @dataclass(frozen=True)
@@ -271,7 +280,7 @@ class IndexStore:
         for path in (self.images_dir, self.folder / "lexical", self.folder / "sources"):
             shutil.rmtree(path, ignore_errors=True)
         for name in (RECORDS_FILE, f"{RECORDS_FILE}-wal", f"{RECORDS_FILE}-shm", "config.json", "manifest.json",
-                     "dense.faiss", "dense.json", "dense.npz", CHANGES_MARKER):
+                     "dense.faiss", "dense.json", "dense.npz", "multivectors.f16", CHANGES_MARKER):
             (self.folder / name).unlink(missing_ok=True)
         for path in self.folder.glob("dense-*.faiss"):
             path.unlink(missing_ok=True)
@@ -360,9 +369,11 @@ class IndexStore:
         used = rows[0][0]
         return int(self.get_meta("next_vid", "0")) if used is None else max(int(used) + 1, int(self.get_meta("next_vid", "0")))
 
-    def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray, list[list[str]]]]) -> None:
+    def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray, list[list[str]]]],
+                     spans: dict[int, tuple[int, int]] | None = None) -> None:
         """Chunks of sources (state, vids, pages, vectors, lexical tokens): their pages and the sources'
-        progress, in one transaction. Each page keeps its term counts, for exact BM25 (backend_local)."""
+        progress, in one transaction. Each page keeps its term counts, for exact BM25 (backend_local).
+        `spans`: vid -> (start, n) of its multi-vector rows, already written (multivector_store.py)."""
         import numpy as np
 
         with self.transaction() as db:
@@ -378,6 +389,12 @@ class IndexStore:
                 db.executemany("INSERT INTO terms(vid, length, counts) VALUES (?, ?, ?)",
                                [(vid, *encode_terms(t)) for vid, t in zip(vids, tokens)])
                 db.executemany("INSERT INTO changes(vid, added) VALUES (?, 1)", [(v,) for v in vids])
+            if spans:
+                db.executemany("INSERT INTO multivectors(vid, start, n) VALUES (?, ?, ?)",
+                               [(vid, start, n) for vid, (start, n) in spans.items()])
+                end = max(start + n for start, n in spans.values())
+                db.execute("INSERT INTO meta(key, value) VALUES ('multivector_rows', ?) ON CONFLICT(key) DO UPDATE "
+                           "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", (str(end),))
 
     def delete_source(self, path: str) -> list[tuple[int, str]]:
         """Drop a source and its pages in one transaction; returns their (vid, page id)."""
@@ -387,6 +404,7 @@ class IndexStore:
                 return []
             gone = db.execute("SELECT vid, page_id FROM pages WHERE source_id = ? ORDER BY page", (row[0],)).fetchall()
             db.execute("DELETE FROM terms WHERE vid IN (SELECT vid FROM pages WHERE source_id = ?)", (row[0],))
+            db.execute("DELETE FROM multivectors WHERE vid IN (SELECT vid FROM pages WHERE source_id = ?)", (row[0],))
             db.execute("DELETE FROM pages WHERE source_id = ?", (row[0],))
             db.execute("DELETE FROM sources WHERE id = ?", (row[0],))
             db.executemany("INSERT INTO changes(vid, added) VALUES (?, 0)", [(v,) for v, _ in gone])
@@ -400,6 +418,7 @@ class IndexStore:
                 return None
             db.execute("DELETE FROM pages WHERE vid = ?", (row[0],))
             db.execute("DELETE FROM terms WHERE vid = ?", (row[0],))
+            db.execute("DELETE FROM multivectors WHERE vid = ?", (row[0],))
             db.execute("INSERT INTO changes(vid, added) VALUES (?, 0)", (row[0],))
         return row[0]
 
@@ -484,6 +503,15 @@ class IndexStore:
             for vid, blob in self._query(f"SELECT vid, vector FROM pages WHERE vid IN ({','.join('?' * len(part))})", part):
                 found[vid] = np.frombuffer(blob, dtype=np.float32)
         return found
+
+    def multivector_spans(self) -> list[tuple[int, int, int]]:
+        """(vid, start, n) of every live page's multi-vector rows (none for single-vector indexes)."""
+        return self._query("SELECT vid, start, n FROM multivectors")
+
+    def multivector_end(self) -> int:
+        """One past the last multi-vector row a committed transaction ever named (removed pages included:
+        a reader that has not refreshed yet may still read their rows)."""
+        return int(self.get_meta("multivector_rows", "0"))
 
     def iter_vectors(self, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(vids, vectors) of every live page, in vid order."""

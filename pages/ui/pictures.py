@@ -8,7 +8,8 @@ therefore decodes nothing twice, and a live run's growing trajectory does not in
 already drawn.
 
 Heavy things load on first use only: the index and its embedder for a relevance map (when that
-layer is switched on), attention maps when the trajectory has them.
+layer is switched on; for an index with a late-interaction embedder it is the visual similarity map,
+search_engine/similarity_maps.py), attention maps when the trajectory has them.
 """
 from __future__ import annotations
 
@@ -228,6 +229,37 @@ def relevance(index_folder: Path | None, page_id: str, query: str):
         return None
     try:
         return _relevance(str(index_folder), page_id, query)
+    except KeyError:
+        return None
+
+
+def visual_index(index_folder: Path | None) -> bool:
+    """Whether the index searches page images with a late-interaction embedder (read from its
+    config.json; loads nothing): its relevance layer is then the visual similarity map."""
+    if index_folder is None or not common.is_index_folder(Path(index_folder)):
+        return False
+    from search_engine.embedders import is_multivector
+    from search_engine.store import IndexStore
+
+    return is_multivector(str((IndexStore(Path(index_folder)).read_config() or {}).get("embedder", "")))
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _similarities(index_folder: str, page_id: str, query: str):
+    from search_engine.similarity_maps import page_similarities
+
+    index = common.open_index(Path(index_folder))  # the index and its embedder: st.cache_resource
+    image = index.page_image(page_id)
+    return page_similarities(index.embedder, image, query), image.size
+
+
+def similarities(index_folder: Path | None, page_id: str, query: str):
+    """(PageSimilarities, page size) of `query` over a page of a visual index, or None when the index
+    is not on this machine or lacks that page."""
+    if not visual_index(index_folder):
+        return None
+    try:
+        return _similarities(str(index_folder), page_id, query)
     except KeyError:
         return None
 

@@ -35,8 +35,9 @@ LAYER_HELP = (
     "What is drawn on the picture. The model's bbox is the box it wrote, mapped to the page; the padded crop is the "
     "region actually cut (56 px added on each side); 'image acted on' outlines an earlier crop a crop was taken from; "
     "reference evidence is the question set's gold box. Relevance scores the page's text boxes against the query "
-    "with the index's embedder (loaded the first time you switch it on). Attention is where the model looked, once "
-    "computed on this page's attention panel. Click a legend entry on the figure to hide it for a moment."
+    "with the index's embedder (loaded the first time you switch it on); for an index with a visual late-interaction "
+    "retriever (ColQwen2) it is the similarity map of the query, or of one query token, over the page's patches. "
+    "Attention is where the model looked, once computed on this page's attention panel. Click a legend entry on the figure to hide it for a moment."
 )
 DEFAULT_LAYERS = [BBOX, CROP, PREVIOUS, GOLD]
 MODES = ["Turn", "Overview", "Graph"]
@@ -304,7 +305,9 @@ def picture(source: TurnSource, turn: Turn, key: str, share: float = MAIN_SHARE)
         return
     encoded, region, origin = drawn
     heat, notes = [], []
-    if RELEVANCE in chosen:
+    if RELEVANCE in chosen and pictures.visual_index(source.index_folder):
+        _similarity_layer(source, turn, view, sc.relevance_query, key, heat, notes)
+    elif RELEVANCE in chosen:
         with st.spinner("Scoring the page's text against the query (the first map loads the index's embedder)…"):
             found = pictures.relevance(source.index_folder, view.page_id, sc.relevance_query)
         if found is None:
@@ -329,6 +332,32 @@ def picture(source: TurnSource, turn: Turn, key: str, share: float = MAIN_SHARE)
     name = scenes.image_name(view, source.trajectory)
     role = sc.role if view is sc.view else "model attention over"
     st.caption(common.md_escape(f"Turn {turn.index + 1} · {role}: {name} · drawn from {origin}" + "".join(f" · {n}" for n in notes)))
+
+
+WHOLE_QUERY = "whole query"
+
+
+def _similarity_layer(source: TurnSource, turn: Turn, view, query: str, key: str, heat: list, notes: list) -> None:
+    """The visual similarity map of a late-interaction index (search_engine/similarity_maps.py) as the
+    relevance layer, with a picker: the whole query, or one query token."""
+    with st.spinner("Embedding the query and the page with the index's visual retriever (the first map loads it)…"):
+        found = pictures.similarities(source.index_folder, view.page_id, query)
+    if found is None:
+        notes.append("no similarity map: the index this run searched is not on this machine")
+        return
+    from search_engine.similarity_maps import similarity_map
+
+    sims, (width, height) = found
+    labels = [WHOLE_QUERY] + [f"{i + 1}: {t!r}" for i, t in enumerate(sims.tokens)]
+    picked = st.selectbox("Similarity of", labels, key=f"{key}-simtoken-{turn.index}",
+                          help="The whole query (the mean over its tokens), or one query token: where on the page it "
+                               "matched best (its dot product with each patch's vector).")
+    token = None if picked == WHOLE_QUERY or picked not in labels else labels.index(picked) - 1
+    drawn = similarity_map(sims.sims, width, height, token)
+    heat.append(HeatLayer(drawn.values, drawn.extent, "visual similarity", "heat"))
+    what = f"token {picked}" if token is not None else f"“{query[:60]}”"
+    notes.append(f"visual similarity of {what} ({sims.grid[0]}x{sims.grid[1]} patches; MaxSim {sims.score:.2f}, "
+                 f"best patch {drawn.peak:.2f})")
 
 
 def zoomed_crop(source: TurnSource, turn: Turn) -> None:
