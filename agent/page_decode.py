@@ -1,7 +1,8 @@
 """Decode a page image only as far down as a crop needs it.
 
 A crop turn cuts its region from the full-resolution page (the protocol crops the raw page, not
-the view the model saw). Decoding a 5334x3000 JPEG costs ~70-90 ms of CPU, most of a crop turn, and
+the view the model saw). Decoding a 5334x3000 JPEG costs 25-90 ms of CPU (more into fresh memory), a crop turn's biggest
+part, and
 a baseline JPEG is decoded top to bottom: the rows below the crop are work nobody looks at.
 `decode_top(source, rows)` stops libjpeg after `rows` rows. The rows it gives are the rows a full
 decode gives, bit for bit: libjpeg emits scanlines in order and reads the chroma rows it needs for
@@ -17,7 +18,9 @@ Pillow has no public call for a partial decode, so this drives its JPEG decoder 
 the decoder's target rectangle differs. When the rows are done libjpeg refuses to "finish" a
 decompression whose rows were not all read, and the decoder reports that as a broken stream; that
 report, after the last block it asked for, is how a partial decode ends. A file that runs out first
-raises like a truncated file does.
+raises like a truncated file does. A stream that is corrupt above the rows asked for cannot be told
+from that normal end (libjpeg itself mostly warns and goes on there); the pages of an index were
+decoded whole once, when their model views were made at ingest.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where the agent's <search> goes: a local index in this process, or our search server over HTTP.
 
-Both answer the same three calls, so the loop does not care which one it holds:
+Both answer the same calls, so the loop does not care which one it holds:
 `search(query, top_k)` gives ranked `SearchHit`s; `model_view(page_id)` the exact JPEG a search
 turn sends for a page (search_engine/model_views.py: made once per page and kept, so a search turn
 decodes nothing); `page_image(page_id)` the full-resolution page, and `page_top(page_id, rows)` its
