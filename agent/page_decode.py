@@ -1,9 +1,9 @@
 """Decode a page image only as far down as a crop needs it.
 
 A crop turn cuts its region from the full-resolution page (the protocol crops the raw page, not
-the view the model saw). Decoding a 5334x3000 JPEG costs 25-90 ms of CPU (more into fresh memory), a crop turn's biggest
-part, and
-a baseline JPEG is decoded top to bottom: the rows below the crop are work nobody looks at.
+the view the model saw). Decoding a 5334x3000 JPEG costs 25-90 ms of CPU (more into fresh memory),
+a crop turn's biggest part, and a baseline JPEG is decoded top to bottom: the rows below the crop
+are work nobody looks at.
 `decode_top(source, rows)` stops libjpeg after `rows` rows. The rows it gives are the rows a full
 decode gives, bit for bit: libjpeg emits scanlines in order and reads the chroma rows it needs for
 smoothing (fancy upsampling) ahead of the row it emits, whether or not the caller asks for more.
