@@ -50,38 +50,33 @@ def tiny_colqwen2_config():
     )
 
 
-def tiny_colqwen2_dir(root: Path, max_tokens: int = 64, seed: int = 0) -> Path:
+def _saved(folder: Path, build, max_tokens: int, seed: int) -> Path:
+    """`build()`'s random model saved in `folder` with the Qwen2.5 tokenizer and the PIL image processor (once)."""
     import torch
 
-    from search_engine.colpali_modules import import_module
-
-    folder = Path(root) / "tiny-colqwen2"
     if (folder / "model.safetensors").is_file():
         return folder
     torch.manual_seed(seed)
-    model = import_module("colpali_engine.models.qwen2.colqwen2.modeling_colqwen2").ColQwen2(tiny_colqwen2_config())
-    model.eval().save_pretrained(folder)
+    build().eval().save_pretrained(folder)
     _copy_tokenizer(folder)
     _write_image_processor(folder, max_tokens)
     return folder
+
+
+def tiny_colqwen2_dir(root: Path, max_tokens: int = 64, seed: int = 0) -> Path:
+    from search_engine.colpali_modules import import_module
+
+    model_class = import_module("colpali_engine.models.qwen2.colqwen2.modeling_colqwen2").ColQwen2
+    return _saved(Path(root) / "tiny-colqwen2", lambda: model_class(tiny_colqwen2_config()), max_tokens, seed)
 
 
 def tiny_colqwen25_dir(root: Path, max_tokens: int = 64, seed: int = 0) -> Path:
     """colpali-engine's ColQwen2_5 on agent/tiny_qwen.py's tiny Qwen2.5-VL config."""
-    import torch
-
     from agent.tiny_qwen import tiny_config
     from search_engine.colpali_modules import import_module
 
-    folder = Path(root) / "tiny-colqwen2.5"
-    if (folder / "model.safetensors").is_file():
-        return folder
-    torch.manual_seed(seed)
-    model = import_module("colpali_engine.models.qwen2_5.colqwen2_5.modeling_colqwen2_5").ColQwen2_5(tiny_config())
-    model.eval().save_pretrained(folder)
-    _copy_tokenizer(folder)
-    _write_image_processor(folder, max_tokens)
-    return folder
+    model_class = import_module("colpali_engine.models.qwen2_5.colqwen2_5.modeling_colqwen2_5").ColQwen2_5
+    return _saved(Path(root) / "tiny-colqwen2.5", lambda: model_class(tiny_config()), max_tokens, seed)
 
 
 def tiny_vlm_embed_dir(root: Path, max_tokens: int = 64) -> Path:
