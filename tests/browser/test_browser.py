@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from support.app_support import ROOT, chromium, streamlit_server
 from support.fake_openai_server import FakeOpenAIServer, Slow
@@ -273,7 +274,9 @@ def test_a_new_run_replaces_the_previous_answer_at_once(model_server):
         ask(page, "second question?", label="Model server")
         page.get_by_text("second question?", exact=True).first.wait_for(timeout=5_000)
         settled(page, timeout=5_000)  # the page is drawn for the new run while the model is still answering
-        assert page.get_by_role("button", name="Stop").is_enabled()
+        # Stop turns on with the run's first poll: within a second of Ask (test_stop_is_enabled_within_a_second);
+        # read at once, the button could still be the one drawn before the worker started.
+        expect(page.get_by_role("button", name="Stop")).to_be_enabled(timeout=2_000)
         assert page.get_by_text("the first run's answer").count() == 0 and page.get_by_text("first question?").count() == 0
         page.get_by_text("the second run's answer", exact=True).wait_for(timeout=60_000)
 
