@@ -36,6 +36,7 @@ class MultiVectorStore:
         self.vids = np.zeros(0, np.int64)
         self.starts = np.zeros(0, np.int64)
         self.counts = np.zeros(0, np.int64)
+        self._by_vid = np.zeros(0, np.int64)  # order of `vids` (kept sorted by start) by vid
         self.matrix: np.ndarray | None = None  # (rows, dim) float16, mapped
         self.dim: int | None = None
 
@@ -46,6 +47,7 @@ class MultiVectorStore:
         spans = np.array(rows, np.int64).reshape(-1, 3)
         order = np.argsort(spans[:, 1], kind="stable")
         self.vids, self.starts, self.counts = (np.ascontiguousarray(spans[order, i]) for i in range(3))
+        self._by_vid = np.argsort(self.vids)  # for spans_of: sorted once here, not on every search
         dim = self.store.get_meta(DIM_KEY)
         self.dim = int(dim) if dim else None
         self._map()
@@ -68,9 +70,8 @@ class MultiVectorStore:
         vids = np.asarray(vids, np.int64)
         if not len(self.vids):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        by_vid = np.argsort(self.vids)
-        at = np.minimum(np.searchsorted(self.vids, vids, sorter=by_vid), len(self.vids) - 1)
-        idx = by_vid[at]
+        at = np.minimum(np.searchsorted(self.vids, vids, sorter=self._by_vid), len(self.vids) - 1)
+        idx = self._by_vid[at]
         hit = self.vids[idx] == vids
         idx = idx[hit]
         return self.vids[idx], self.starts[idx], self.counts[idx]
