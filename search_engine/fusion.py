@@ -28,34 +28,42 @@ class FusionConfig:
         return asdict(self)
 
 
-def reciprocal_rank(rankings: dict[str, Ranking], weights: dict[str, float], rrf_k: float) -> dict[int, float]:
-    fused: dict[int, float] = {}
-    for name, (_, ids) in rankings.items():
-        for rank, page in enumerate(ids, start=1):
-            fused[int(page)] = fused.get(int(page), 0.0) + weights.get(name, 1.0) / (rrf_k + rank)
-    return fused
+def _weighted_sum(rankings: dict[str, Ranking], values) -> tuple[np.ndarray, np.ndarray]:
+    """(pages, fused) with fused[i] = the sum over rankings of `values(name, scores, ranks)` for pages[i];
+    pages in order of first appearance (rankings in order, best first), the order ties keep."""
+    parts = [(name, np.asarray(s, np.float64), np.asarray(i, np.int64)) for name, (s, i) in rankings.items() if len(i)]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    ids = np.concatenate([i for _, _, i in parts])
+    contributions = np.concatenate([values(name, s, np.arange(1, len(i) + 1)) for name, s, i in parts])
+    pages, first, slot = np.unique(ids, return_index=True, return_inverse=True)
+    fused = np.zeros(len(pages), np.float64)
+    np.add.at(fused, slot, contributions)  # in ranking order, as a running sum would add them
+    order = np.argsort(first, kind="stable")
+    return pages[order], fused[order]
 
 
-def normalised_score(rankings: dict[str, Ranking], weights: dict[str, float]) -> dict[int, float]:
-    fused: dict[int, float] = {}
-    for name, (scores, ids) in rankings.items():
-        if len(ids) == 0:
-            continue
-        low, high = float(np.min(scores)), float(np.max(scores))
-        span = high - low
-        for score, page in zip(scores, ids):
-            value = (float(score) - low) / span if span > 0 else 1.0
-            fused[int(page)] = fused.get(int(page), 0.0) + weights.get(name, 1.0) * value
-    return fused
+def reciprocal_rank(rankings: dict[str, Ranking], weights: dict[str, float], rrf_k: float) -> tuple[np.ndarray, np.ndarray]:
+    return _weighted_sum(rankings, lambda name, scores, ranks: weights.get(name, 1.0) / (rrf_k + ranks))
+
+
+def _min_max(scores: np.ndarray) -> np.ndarray:
+    low, high = float(np.min(scores)), float(np.max(scores))
+    span = high - low
+    return (scores - low) / span if span > 0 else np.ones(len(scores))
+
+
+def normalised_score(rankings: dict[str, Ranking], weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    return _weighted_sum(rankings, lambda name, scores, ranks: weights.get(name, 1.0) * _min_max(scores))
 
 
 def fuse(rankings: dict[str, Ranking], config: FusionConfig, k: int) -> Ranking:
-    """Fused (scores, ids), best first, at most k."""
+    """Fused (scores, ids), best first (ties in order of first appearance), at most k."""
     if config.method == "rrf":
-        fused = reciprocal_rank(rankings, config.weights, config.rrf_k)
+        pages, fused = reciprocal_rank(rankings, config.weights, config.rrf_k)
     elif config.method == "score":
-        fused = normalised_score(rankings, config.weights)
+        pages, fused = normalised_score(rankings, config.weights)
     else:
         raise ValueError(f"unknown fusion method {config.method!r}; use rrf or score")
-    best = sorted(fused.items(), key=lambda item: -item[1])[:k]
-    return np.array([s for _, s in best], np.float32), np.array([p for p, _ in best], np.int64)
+    best = np.argsort(-fused, kind="stable")[:k]
+    return fused[best].astype(np.float32), pages[best]

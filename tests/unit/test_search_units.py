@@ -166,11 +166,38 @@ def test_fusion_rejects_unknown_methods():
         fuse({}, FusionConfig(method="magic"), 3)
 
 
+@pytest.mark.parametrize("method", ["score", "rrf"])
+def test_fusion_is_the_weighted_sum_its_docstring_defines(method):
+    """fuse against the formula written out page by page: ties (equal scores are common with
+    min-max scaling) keep the order in which pages first appear, dense ranking first."""
+    rng = np.random.default_rng(11)
+    config = FusionConfig(method=method, weights={"dense": 0.7, "lexical": 1.0})
+    for _ in range(300):
+        rankings = {}
+        for name in ("dense", "lexical"):
+            n = int(rng.integers(0, 25))
+            scores = np.sort(rng.choice([0.5, 1.0, 2.0], n) if rng.random() < 0.5 else rng.random(n))[::-1]
+            rankings[name] = (scores.astype(np.float32), rng.choice(50, n, replace=False).astype(np.int64))
+        expected: dict[int, float] = {}
+        for name, (scores, ids) in rankings.items():
+            low, high = (float(scores.min()), float(scores.max())) if len(ids) else (0.0, 0.0)
+            for rank, (score, page) in enumerate(zip(scores, ids), start=1):
+                if method == "rrf":
+                    value = config.weights[name] / (config.rrf_k + rank)
+                else:
+                    value = config.weights[name] * ((float(score) - low) / (high - low) if high > low else 1.0)
+                expected[int(page)] = expected.get(int(page), 0.0) + value
+        best = sorted(expected.items(), key=lambda item: -item[1])[:12]
+        scores, ids = fuse(rankings, config, 12)
+        assert ids.tolist() == [p for p, _ in best]
+        np.testing.assert_allclose(scores, [v for _, v in best], rtol=1e-6)
+
+
 def test_stored_term_counts_score_exactly_like_the_in_memory_bm25():
     """store.encode_terms + term_frequencies + bm25.bm25 (the local backend's re-scoring of tantivy's
     candidates) give LexicalIndex's scores, including terms a page lacks and repeated query terms."""
     from search_engine.bm25 import bm25
-    from search_engine.store import encode_terms, term_frequencies, term_hash
+    from search_engine.store import encode_terms, term_frequencies, term_frequency_table, term_hash
 
     rng = np.random.default_rng(5)
     vocab = [f"w{i}" for i in range(200)] + ["云栖", "12.5", "don't"]
@@ -184,7 +211,8 @@ def test_stored_term_counts_score_exactly_like_the_in_memory_bm25():
     for q in range(20):
         query = sorted(set(np.random.default_rng(q).choice(vocab, size=4).tolist() + ["absent"]))
         ids = np.array([term_hash(t) for t in query], np.uint64)
-        tf = np.vstack([term_frequencies(blob, ids) for _, blob in encoded])
+        tf = term_frequency_table([blob for _, blob in encoded], ids)  # all pages at once, as the backend reads them
+        np.testing.assert_array_equal(tf, np.vstack([term_frequencies(blob, ids) for _, blob in encoded]))
         assert tf[:, query.index("absent")].sum() == 0
         df = np.array([sum(t in d for d in docs) for t in query], np.float32)
         scores = bm25(tf, np.array([n for n, _ in encoded]), df, len(docs), mean, 0.9, 0.4)
