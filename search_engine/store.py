@@ -161,15 +161,37 @@ def encode_terms(tokens: list[str]) -> tuple[int, bytes]:
 
 def term_frequencies(counts: bytes, query_ids: np.ndarray) -> np.ndarray:
     """How often each of `query_ids` (uint64 term ids) occurs in a page encoded by `encode_terms`."""
+    return term_frequency_table([counts], query_ids)[0]
+
+
+def term_frequency_table(pages: list[bytes], query_ids: np.ndarray) -> np.ndarray:
+    """`term_frequencies` of many pages at once, (pages, query terms) float32: the pages' term ids
+    joined into one array and compared with each query term (a page holds a term at most once)."""
     import numpy as np
 
-    n = len(counts) // 10
-    if n == 0:
-        return np.zeros(len(query_ids), np.float32)
-    ids = np.frombuffer(counts, np.uint64, n)
-    tfs = np.frombuffer(counts, np.uint16, n, offset=8 * n)
-    at = np.minimum(np.searchsorted(ids, query_ids), n - 1)
-    return np.where(ids[at] == query_ids, tfs[at], 0).astype(np.float32)
+    query_ids = np.asarray(query_ids, np.uint64)
+    sizes = np.array([len(c) // 10 for c in pages], np.int64)
+    out = np.zeros((len(pages), len(query_ids)), np.float32)
+    if not sizes.sum() or not len(query_ids):
+        return out
+    ids = np.concatenate([np.frombuffer(c, np.uint64, n) for c, n in zip(pages, sizes)])
+    tfs = np.concatenate([np.frombuffer(c, np.uint16, n, offset=8 * int(n)) for c, n in zip(pages, sizes)])
+    row_ends = np.cumsum(sizes)
+    for column, term in enumerate(query_ids):  # a handful of query terms
+        at = np.flatnonzero(ids == term)
+        out[np.searchsorted(row_ends, at, side="right"), column] = tfs[at]
+    return out
+
+
+PAGE_COUNT = "page_count"  # meta key: the number of rows in pages, changed in the transactions that change them
+
+
+def _count_pages(db: sqlite3.Connection, delta: int) -> None:
+    """Keep the page counter in step with a change of `delta` pages, inside that change's transaction
+    (after it). Records written before the counter existed get it counted here, once: count(*) reads
+    every row, 15 s at a million pages when the file is not in the page cache."""
+    if db.execute(f"UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = '{PAGE_COUNT}'", (delta,)).rowcount == 0:
+        db.execute(f"INSERT INTO meta(key, value) VALUES ('{PAGE_COUNT}', (SELECT count(*) FROM pages))")
 
 
 MANIFEST_MAX_PAGES = 100_000  # past this, manifest.json names no pages (rewriting it would cost seconds)
@@ -364,9 +386,12 @@ class IndexStore:
 
     # ---- pages ---------------------------------------------------------------------------------------
     def next_vid(self) -> int:
-        """One past every vid ever handed out (the change log remembers removed ones)."""
-        rows = self._query("SELECT max(v) FROM (SELECT max(vid) AS v FROM pages UNION ALL SELECT max(vid) FROM changes)")
-        used = rows[0][0]
+        """One past every vid ever handed out. Vids are handed out in increasing order, so the largest
+        is a live page's (the rowid's last entry), the change log's last addition, or one whose log rows
+        were forgotten (meta next_vid, kept by `forget_changes`); a removal logs a vid added before it.
+        Each is one step down a b-tree, not a scan: at a million pages the log holds a million rows."""
+        used = self._query("SELECT max(v) FROM (SELECT max(vid) AS v FROM pages UNION ALL SELECT "
+                           "(SELECT vid FROM changes WHERE added = 1 ORDER BY seq DESC LIMIT 1))")[0][0]
         return int(self.get_meta("next_vid", "0")) if used is None else max(int(used) + 1, int(self.get_meta("next_vid", "0")))
 
     def commit_pages(self, chunks: list[tuple[SourceState, list[int], list[Page], np.ndarray, list[list[str]]]],
@@ -389,6 +414,7 @@ class IndexStore:
                 db.executemany("INSERT INTO terms(vid, length, counts) VALUES (?, ?, ?)",
                                [(vid, *encode_terms(t)) for vid, t in zip(vids, tokens)])
                 db.executemany("INSERT INTO changes(vid, added) VALUES (?, 1)", [(v,) for v in vids])
+            _count_pages(db, sum(len(vids) for _, vids, _, _, _ in chunks))
             if spans:
                 db.executemany("INSERT INTO multivectors(vid, start, n) VALUES (?, ?, ?)",
                                [(vid, start, n) for vid, (start, n) in spans.items()])
@@ -408,6 +434,7 @@ class IndexStore:
             db.execute("DELETE FROM pages WHERE source_id = ?", (row[0],))
             db.execute("DELETE FROM sources WHERE id = ?", (row[0],))
             db.executemany("INSERT INTO changes(vid, added) VALUES (?, 0)", [(v,) for v, _ in gone])
+            _count_pages(db, -len(gone))
         return gone
 
     def delete_page(self, page_id: str) -> int | None:
@@ -420,10 +447,13 @@ class IndexStore:
             db.execute("DELETE FROM terms WHERE vid = ?", (row[0],))
             db.execute("DELETE FROM multivectors WHERE vid = ?", (row[0],))
             db.execute("INSERT INTO changes(vid, added) VALUES (?, 0)", (row[0],))
+            _count_pages(db, -1)
         return row[0]
 
     def count(self) -> int:
-        return self._query("SELECT count(*) FROM pages")[0][0]
+        """Pages in the records: the counter kept with them (see `_count_pages`), else counted."""
+        rows = self._query(f"SELECT value FROM meta WHERE key = '{PAGE_COUNT}'")
+        return int(rows[0][0]) if rows else self._query("SELECT count(*) FROM pages")[0][0]
 
     def _page(self, row: tuple) -> Page:
         page_id, source, page, width, height, text_source, boxes = row
@@ -491,7 +521,7 @@ class IndexStore:
         rows = self._query(f"SELECT vid, length, counts FROM terms WHERE vid IN ({marks})", [int(v) for v in vids])
         found = np.array([r[0] for r in rows], np.int64)
         lengths = np.array([r[1] for r in rows], np.float32)
-        tf = np.vstack([term_frequencies(r[2], query_ids) for r in rows]) if rows else np.zeros((0, len(tokens)), np.float32)
+        tf = term_frequency_table([r[2] for r in rows], query_ids)
         return found, lengths, tf
 
     def vectors(self, vids: list[int]) -> dict[int, np.ndarray]:

@@ -233,3 +233,62 @@ def test_images_a_killed_ingest_left_are_deleted_by_the_next_change_and_only_the
     index.remove(["d5_1"])
     assert listings == [1]  # the last change finished: nothing to look for
     assert not (index_dir / CHANGES_MARKER).exists()
+
+
+def test_the_page_count_kept_with_the_records_follows_every_change(tmp_path, embedder):
+    """store.count reads a counter changed in the same transactions as the pages (count(*) reads every
+    row: 15 s at a million pages, cold); records written before the counter get it counted once."""
+    import sqlite3
+
+    from search_engine.store import PAGE_COUNT
+
+    def counted() -> int:
+        with sqlite3.connect(tmp_path / "index" / "records.db") as db:
+            return db.execute("SELECT count(*) FROM pages").fetchone()[0]
+
+    pdfs(tmp_path / "docs", ["one", "two", "three"], pages=2)
+    index = DocumentIndex.open(tmp_path / "index", embedder=embedder)
+    index.ingest([tmp_path / "docs"])
+    assert len(index) == counted() == 6
+    index.remove(["one_1"])
+    index.remove([str(tmp_path / "docs" / "two.pdf")])
+    assert len(index) == counted() == 3
+    pdfs(tmp_path / "docs", ["three"], pages=3, tag="longer")  # replaces 2 pages with 3; two.pdf comes back
+    index.ingest([tmp_path / "docs"])
+    assert len(index) == counted() == 6
+
+    with sqlite3.connect(tmp_path / "index" / "records.db") as db:  # as an index from before the counter
+        db.execute("DELETE FROM meta WHERE key = ?", (PAGE_COUNT,))
+    reopened = DocumentIndex.open(tmp_path / "index", embedder=embedder)
+    assert len(reopened) == 6  # counted without the counter
+    reopened.remove(["three_1"])
+    assert len(reopened) == counted() == 5
+    with sqlite3.connect(tmp_path / "index" / "records.db") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = ?", (PAGE_COUNT,)).fetchone() == ("5",)
+    assert len(DocumentIndex.open(tmp_path / "index", embedder=embedder)) == 5
+
+
+def test_a_removed_pages_vid_is_never_handed_out_again(tmp_path, embedder):
+    """The derived indexes name pages by vid (tombstones, the change log), so a new page must not get
+    the vid of a removed one: not while the log holds the removal, nor after the log is forgotten."""
+    import sqlite3
+
+    def vids() -> dict[str, int]:
+        with sqlite3.connect(tmp_path / "index" / "records.db") as db:
+            return dict(db.execute("SELECT page_id, vid FROM pages"))
+
+    pdfs(tmp_path / "docs", ["first"], pages=2)
+    index = DocumentIndex.open(tmp_path / "index", embedder=embedder)
+    index.ingest([tmp_path / "docs"])
+    last = max(vids().values())
+    index.remove(["first_2"])  # the page with the largest vid: the log's last row is its removal
+    pdfs(tmp_path / "docs", ["second"], pages=1)
+    index.add([tmp_path / "docs" / "second.pdf"])
+    assert vids()["second_1"] > last
+    last = vids()["second_1"]
+    index.remove(["second_1"])
+    store = index._backend.store
+    store.forget_changes(store.last_seq())  # every logged row gone: meta next_vid remembers
+    pdfs(tmp_path / "docs", ["third"], pages=1)
+    DocumentIndex.open(tmp_path / "index", embedder=embedder).add([tmp_path / "docs" / "third.pdf"])
+    assert vids()["third_1"] > last
