@@ -316,3 +316,26 @@ def test_dense_store_checkpoint_delta_and_replay(tmp_path):
     again.load()
     assert again.delta is None and len(again) == 299 and again.search(vectors[250], 1)[1][0] == 250
     assert len(list(tmp_path.glob("dense-*.faiss"))) == 1  # the old checkpoint is gone
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "flat"])
+def test_a_checkpoints_vectors_start_where_the_prefetch_stops(tmp_path, kind):
+    """dense.prefetch_mapped reads a cold checkpoint up to its vectors and leaves those to the kernel's
+    background read; `graph_bytes` finds them from the header. Checked on FAISS's own file: if its
+    format moves, this fails (the prefetch would only read the wrong part, never change a result)."""
+    from search_engine.dense import graph_bytes, normalise, prefetch_mapped
+
+    vectors = _vectors(300, dim=24)
+    index = DenseIndex(24, DenseConfig(kind=kind))
+    index.add(np.arange(300) * 7, vectors)
+    path = tmp_path / "dense.faiss"
+    index.write(path)
+    data = path.read_bytes()
+    start = graph_bytes(data[:16], len(data))
+    np.testing.assert_array_equal(np.frombuffer(data, np.float32, 300 * 24, offset=start).reshape(300, 24), normalise(vectors))
+    assert graph_bytes(b"not a faiss file", 10_000) is None
+    prefetch_mapped(path)  # and the index reads as before
+    assert DenseIndex.read(path, mmap=kind == "hnsw").search(vectors[3], 1)[1][0][0] == 21
+    (tmp_path / "short").write_bytes(b"IxM2")
+    prefetch_mapped(tmp_path / "short")  # too short to say: left alone, no error
+    prefetch_mapped(tmp_path / "missing")
