@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale_search.py --index /work/bench-data/scale-1m --queries 300
     .venv/bin/python bench/scale_search.py --index /work/bench-data/scale-100k-milvus --queries 200
+    .venv/bin/python bench/scale_search.py --index /work/bench-data/scale-1m --figures open,add --cold
 
 Each figure runs in a fresh process (clean memory), searching on one thread as the CLI, the server
 and the app do:
@@ -165,31 +166,77 @@ def measure_add(folder: Path, runtime: str) -> dict:
 
 
 def measure_recall(folder: Path, runtime: str, queries: int = 50) -> dict:
-    """Dense top 10 of the index against exact inner product over every stored vector."""
+    """Dense top 10 of the index against exact inner product over every live vector. An HNSW
+    checkpoint holds its vectors uncompressed (IndexHNSWFlat), so the exact scan runs over the
+    checkpoint's own storage (memory-mapped, a second or two warm at 1M) and the delta's vectors;
+    otherwise over the stored vectors in the records (over 10 minutes cold at 1M)."""
     one_thread()
     index = open_index(folder, runtime)
     backend = index.backend
     if backend.name != "local":
         return {"skipped": "exact vectors are read from the local records"}
-    store = backend.store
+    store, dense = backend.store, backend.dense
     rng = np.random.default_rng(7)
     vids = [r[0] for r in store._query("SELECT vid FROM pages ORDER BY random() LIMIT ?", (queries,))]
     base = np.vstack([store.vectors([v])[v] for v in vids])
     q = base + 0.5 * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(base.shape[1])
     q /= np.linalg.norm(q, axis=1, keepdims=True)
+    started = time.perf_counter()
     found = [set(backend.dense_search(row, 10)[1].tolist()) for row in q]
-    best_s = np.full((queries, 10), -np.inf)
-    best_i = np.zeros((queries, 10), np.int64)
+    searched = time.perf_counter() - started
+    started = time.perf_counter()
+    exact = exact_top10(dense, q) if dense.base is not None and dense.base.kind == "hnsw" else exact_top10_records(store, q)
+    recall = np.mean([len(found[j] & set(exact[j])) / 10 for j in range(queries)])
+    kind = dense.base.kind if dense.base is not None else "flat"
+    return {"dense_kind": kind, "mapped": dense._mapped, "recall_at_10": round(float(recall), 3),
+            "ef_search": index.config.dense.ef_search, "queries": queries, "pages": len(index),
+            "index_search_ms": round(1000 * searched / queries, 2), "exact_s": round(time.perf_counter() - started, 1)}
+
+
+def exact_top10(dense, q: np.ndarray) -> list[list[int]]:
+    """Exact top 10 over the HNSW checkpoint's storage (its vectors as added) and the delta, without
+    the tombstones."""
+    import faiss
+
+    idmap = dense.base._index
+    storage = faiss.downcast_index(faiss.downcast_index(idmap.index).storage)
+    ids = faiss.vector_to_array(idmap.id_map)
+    removed = set(dense.base._deleted)
+    extra = 10 + len(removed)
+    scores, rows = storage.search(q, extra)
+    candidates = [[(float(s), int(ids[r])) for s, r in zip(sr, rr) if r >= 0 and int(ids[r]) not in removed]
+                  for sr, rr in zip(scores, rows)]
+    if dense.delta is not None and len(dense.delta):
+        d_scores, d_ids = dense.delta.search(q, 10)
+        for j in range(len(q)):
+            candidates[j] += [(float(s), int(i)) for s, i in zip(d_scores[j], d_ids[j]) if i >= 0]
+    return [[i for _, i in sorted(c, key=lambda x: -x[0])[:10]] for c in candidates]
+
+
+def exact_top10_records(store, q: np.ndarray) -> list[list[int]]:
+    best_s = np.full((len(q), 10), -np.inf)
+    best_i = np.zeros((len(q), 10), np.int64)
     for ids, vectors in store.iter_vectors(100_000):
         scores = q @ vectors.T
         s = np.concatenate([best_s, scores], 1)
         i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], 1)
         top = np.argsort(-s, 1)[:, :10]
         best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
-    recall = np.mean([len(found[j] & set(best_i[j].tolist())) / 10 for j in range(queries)])
-    kind = backend.dense.base.kind if backend.dense.base is not None else "flat"
-    return {"dense_kind": kind, "mapped": backend.dense._mapped, "recall_at_10": round(float(recall), 3),
-            "ef_search": index.config.dense.ef_search}
+    return best_i.tolist()
+
+
+def evict(folder: Path) -> float:
+    """Drop the files under `folder` from the page cache (clean pages no process maps); MB asked."""
+    asked = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            asked += path.stat().st_size
+    return round(asked / 2**20, 1)
 
 
 FIGURES = {"open": measure_open, "records": measure_records, "latency": measure_latency, "add": measure_add,
@@ -203,6 +250,10 @@ def main() -> None:
     parser.add_argument("--figures", default="records,open,latency,recall,add")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"], help="MiniLM's (embedders.py)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the index's files from the page cache before each figure (posix_fadvise "
+                             "DONTNEED: a server started long after the index was last read; libraries and the "
+                             "model stay cached)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -212,6 +263,8 @@ def main() -> None:
         return
     results = {"index": str(args.index), "load_avg_start": os.getloadavg()}
     for name in args.figures.split(","):
+        if args.cold:
+            results.setdefault("evicted_mb", {})[name] = evict(args.index)
         load = os.getloadavg()
         out = subprocess.run([sys.executable, __file__, "--index", str(args.index), "--queries", str(args.queries),
                               "--runtime", args.runtime, "--one", name],
