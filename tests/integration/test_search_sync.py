@@ -292,3 +292,34 @@ def test_a_removed_pages_vid_is_never_handed_out_again(tmp_path, embedder):
     pdfs(tmp_path / "docs", ["third"], pages=1)
     DocumentIndex.open(tmp_path / "index", embedder=embedder).add([tmp_path / "docs" / "third.pdf"])
     assert vids()["third_1"] > last
+
+
+def test_fused_search_with_bm25_in_a_second_thread_is_the_serial_fusion(tmp_path, embedder):
+    """DocumentIndex.search runs BM25 in a worker thread beside the query embedding: the hits are the
+    fusion of the two rankings computed one after the other, also with eight searches at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search_engine.fusion import fuse
+
+    pdfs(tmp_path / "docs", ["harbour", "bridge", "tunnel", "canal"], pages=3)
+    index = DocumentIndex.open(tmp_path / "index", embedder=embedder)
+    index.ingest([tmp_path / "docs"])
+    backend = index._backend
+    queries = [f"topic {name}{i} page" for name in ("harbour", "bridge", "tunnel", "canal") for i in (1, 2, 3)]
+
+    def serial(query: str) -> list[tuple[str, float]]:
+        k = max(5, index.config.candidates)
+        rankings = {"dense": backend.dense_search(embedder.encode_query(query), k), "lexical": backend.lexical_search(query, k)}
+        scores, vids = fuse(rankings, index.config.fusion, 15)
+        ids = backend.hit_meta(vids.tolist())
+        return [(ids[int(v)].page_id, round(float(s), 5)) for s, v in zip(scores[:5], vids[:5])]
+
+    def threaded(query: str) -> list[tuple[str, float]]:
+        return [(h.page_id, round(h.score, 5)) for h in index.search(query, top_k=5)]
+
+    expected = [serial(q) for q in queries]
+    assert [threaded(q) for q in queries] == expected
+    assert expected[0][0][0] == "harbour_1"
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(threaded, queries * 3)) == expected * 3
+    index.close()
