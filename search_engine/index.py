@@ -218,9 +218,9 @@ class DocumentIndex:
         vector = self.embedder.encode_query(query) if mode in ("fused", "dense") else None
         fused = own_fusion(vector, query, top_k + 10, self.config.fusion) if own_fusion else None
         rankings = {}
-        if mode == "dense" or lexical is not None:
+        if mode == "dense" or (mode == "fused" and fused is None):
             rankings["dense"] = self._backend.dense_search(vector, k)
-        if mode == "lexical":
+        if mode == "lexical" or (mode == "fused" and fused is None and lexical is None):  # own fusion declined
             rankings["lexical"] = self._backend.lexical_search(query, k)
         elif lexical is not None:
             rankings["lexical"] = lexical.result()
