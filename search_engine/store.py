@@ -159,14 +159,10 @@ def encode_terms(tokens: list[str]) -> tuple[int, bytes]:
     return len(tokens), ids[order].tobytes() + tfs[order].tobytes()
 
 
-def term_frequencies(counts: bytes, query_ids: np.ndarray) -> np.ndarray:
-    """How often each of `query_ids` (uint64 term ids) occurs in a page encoded by `encode_terms`."""
-    return term_frequency_table([counts], query_ids)[0]
-
-
 def term_frequency_table(pages: list[bytes], query_ids: np.ndarray) -> np.ndarray:
-    """`term_frequencies` of many pages at once, (pages, query terms) float32: the pages' term ids
-    joined into one array and compared with each query term (a page holds a term at most once)."""
+    """How often each of `query_ids` (uint64 term ids) occurs in each page encoded by `encode_terms`,
+    (pages, query terms) float32: the pages' term ids joined into one array and compared with each
+    query term (a page holds a term at most once)."""
     import numpy as np
 
     query_ids = np.asarray(query_ids, np.uint64)
@@ -452,8 +448,8 @@ class IndexStore:
 
     def count(self) -> int:
         """Pages in the records: the counter kept with them (see `_count_pages`), else counted."""
-        rows = self._query(f"SELECT value FROM meta WHERE key = '{PAGE_COUNT}'")
-        return int(rows[0][0]) if rows else self._query("SELECT count(*) FROM pages")[0][0]
+        kept = self.get_meta(PAGE_COUNT)
+        return int(kept) if kept is not None else self._query("SELECT count(*) FROM pages")[0][0]
 
     def _page(self, row: tuple) -> Page:
         page_id, source, page, width, height, text_source, boxes = row
