@@ -223,6 +223,8 @@ def main() -> None:
         ).stdout.strip().splitlines()[-1]),
         "load_avg": os.getloadavg(),
     }
+    for run in runs:
+        run["index"].close()
     print(json.dumps(figures, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1))
